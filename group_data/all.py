@@ -1,0 +1,63 @@
+# Pins and settings for every host. Data only: sagefleet.pins validates it
+# before any host is contacted, and derives wheel file names and URLs from it.
+# Precedence (pyinfra): --data > host > group file (e.g. blackwell.py) > this file.
+
+# --- The image: what complete-cuda is built from -----------------------------
+python_version = "3.12"  # the image's Python; wheel python tags must match it
+torch_version = "2.9.0"
+cuda_version = "12.9"
+torch_index_url = "https://download.pytorch.org/whl/cu129"
+
+# --- SageAttention wheels, pre-built ------------------------------------------
+# File name: {name}-{version}-{build_tag}-{python_tag}-{python_tag}-{platform}.whl
+# URL:       {sage_release_base}/{release_tag}/{file name}
+sage_release_base = "https://github.com/pixeloven/SageAttention/releases/download"
+sage_wheel_python_tag = "cp312"
+sage_wheel_platform = "linux_x86_64"
+sage_wheels = {
+    "sageattention": {
+        "version": "2.2.0",
+        "release_tag": "v2.2.0-build.16",
+        "build_tag": "290.129",
+    },
+    "sageattn3": {
+        "version": "1.0.0",
+        "release_tag": "v2.2.0-build.16",
+        "build_tag": "290.129",
+    },
+}
+require_sageattn3 = False  # the blackwell group turns this on
+# http:// and file:// wheel URLs are refused unless a group marks a local wheelhouse.
+local_wheelhouse = False
+
+# --- Other extra requirements of the complete image (PEP 508, pinned) ---------
+extra_requirements = [
+    "triton==3.5.0",
+    "accelerate==1.11.0",
+    "onnxruntime-gpu==1.23.2",
+    "diffusers==0.35.2",
+    "opencv-python==4.12.0.88",
+    "scipy==1.16.3",
+    "matplotlib==3.10.7",
+    "facexlib==0.3.0",
+    "insightface==0.7.3",
+    "piexif==1.1.3",
+    "ultralytics==8.3.228",
+    "timm==1.0.22",
+]
+
+# --- Build hosts ---------------------------------------------------------------
+build_dir = "/opt/sagefleet/build"  # the build context lands here
+bake_target = "complete-cuda"
+bake_files = ["docker-bake.hcl"]
+# Local paths (relative to the project) copied into build_dir; None: services/ +
+# docker-bake.hcl of this project. Or a git checkout: {"git": URL, "ref": REF}.
+build_context = None
+registry_url = "ghcr.io/pixeloven"
+image_label = "latest"
+base_image = "nvidia/cuda:12.9.1-cudnn-runtime-ubuntu24.04"
+# Local path on the control machine of a CA bundle for pip inside builds
+# (TLS-intercepting proxies). Handed to BuildKit as a secret, never as an argument.
+pip_ca_bundle = None
+min_free_disk_gb = 40  # under the Docker root dir; the complete image is ~20 GB
+force_rebuild = False
