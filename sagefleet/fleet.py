@@ -1,0 +1,84 @@
+"""The fleet file: which hosts exist and which groups they are in.
+
+inventory.py stays a list of hosts and groups; this module reads them from a TOML
+file so operators do not edit Python to add a host. Pure: imports no pyinfra.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+FLEET_ENV = "SAGEFLEET_FLEET"
+DEFAULT_FLEET_FILE = "fleet.toml"
+# Groups every sagefleet deploy knows about; other group names are allowed
+# (each may have a group_data/<name>.py).
+KNOWN_GROUPS = ("build_hosts", "gpu_nodes", "canary", "blackwell", "hopper", "ampere", "ada")
+_GROUP_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_HOST_RE = re.compile(r"^(@local|@docker/[A-Za-z0-9_.-]+|[A-Za-z0-9][A-Za-z0-9_.:-]*)$")
+
+
+class FleetError(ValueError):
+    """A fleet file that cannot be used; the message names the file and the key."""
+
+
+def fleet_path(env: dict[str, str] | None = None, cwd: str | None = None) -> Path | None:
+    """The fleet file in use: $SAGEFLEET_FLEET, else ./fleet.toml if it exists, else None."""
+    env = os.environ if env is None else env
+    if env.get(FLEET_ENV):
+        return Path(env[FLEET_ENV])
+    candidate = Path(cwd or os.getcwd()) / DEFAULT_FLEET_FILE
+    return candidate if candidate.exists() else None
+
+
+def default_fleet() -> dict[str, Any]:
+    """No fleet configured: this machine is the one build host."""
+    return {"build_hosts": ["@local"]}
+
+
+def load_fleet(path: Path | None | str = "") -> dict[str, Any]:
+    """Return pyinfra inventory groups: {group: [host | (host, data), ...]}."""
+    if path == "":
+        path = fleet_path()
+    if path is None:
+        return default_fleet()
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FleetError(f"{path}: fleet file not found (set {FLEET_ENV} or create {DEFAULT_FLEET_FILE})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise FleetError(f"{path}: not valid TOML: {e}") from None
+    return parse_fleet(doc, str(path))
+
+
+def parse_fleet(doc: dict[str, Any], source: str) -> dict[str, Any]:
+    """Validate a parsed fleet document and turn it into pyinfra groups."""
+    unknown = set(doc) - {"groups", "hosts"}
+    if unknown:
+        raise FleetError(f"{source}: unknown table(s) {sorted(unknown)}; expected [groups] and [hosts.NAME]")
+    groups = doc.get("groups", {})
+    host_data = doc.get("hosts", {})
+    if not isinstance(groups, dict) or not groups:
+        raise FleetError(f"{source}: groups: at least one group of hosts is required")
+    seen: set[str] = set()
+    out: dict[str, list[Any]] = {}
+    for group, hosts in groups.items():
+        if not _GROUP_RE.match(group):
+            raise FleetError(f"{source}: groups.{group}: group names are lower_snake_case")
+        if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+            raise FleetError(f"{source}: groups.{group} = {hosts!r}: expected a list of host names")
+        for host in hosts:
+            if not _HOST_RE.match(host):
+                raise FleetError(f"{source}: groups.{group}: host name {host!r} is not valid")
+            seen.add(host)
+        out[group] = [(h, dict(host_data.get(h, {}))) for h in hosts]
+    for host, data in host_data.items():
+        if host not in seen:
+            raise FleetError(f"{source}: hosts.{host}: host is in no group")
+        if not isinstance(data, dict):
+            raise FleetError(f"{source}: hosts.{host}: expected a table of host data")
+    return out
