@@ -1,0 +1,584 @@
+"""sagefleet.pins: the real group_data validates; every rule refuses its bad input exactly."""
+
+import pickle
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sagefleet.pins import KNOWN_KEYS, MISSING, GitContext, PinError, Pins, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+ALL = "group_data/all.py"
+GROUP = "group_data/blackwell.py"
+DELETE = object()  # an override value that removes the key
+
+
+def load(name: str) -> dict:
+    data = runpy.run_path(str(ROOT / "group_data" / name))
+    return {k: v for k, v in data.items() if not k.startswith("__")}
+
+
+def merged(overrides: dict) -> dict:
+    data = load("all.py")
+    for key, value in overrides.items():
+        if value is DELETE:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return data
+
+
+def sources(overrides: dict):
+    return lambda key: GROUP if key in overrides else ALL
+
+
+def wheels(**sageattention) -> dict:
+    entry = {"version": "2.2.0", "release_tag": "v2.2.0-build.16", "build_tag": "290.129"}
+    entry.update(sageattention)
+    return {"sageattention": {k: v for k, v in entry.items() if v is not DELETE}}
+
+
+# --- good data -----------------------------------------------------------------------------
+
+
+def test_all_py_validates_and_derives_names():
+    pins = validate(load("all.py"))
+    assert isinstance(pins, Pins)
+    assert [w.name for w in pins.wheels] == ["sageattention", "sageattn3"]
+    sa = pins.wheel("sageattention")
+    assert sa.filename == "sageattention-2.2.0-290.129-cp312-cp312-linux_x86_64.whl"
+    assert sa.url == (
+        "https://github.com/pixeloven/SageAttention/releases/download/v2.2.0-build.16/"
+        "sageattention-2.2.0-290.129-cp312-cp312-linux_x86_64.whl"
+    )
+    assert pins.wheel("sageattn3").url == (
+        "https://github.com/pixeloven/SageAttention/releases/download/v2.2.0-build.16/"
+        "sageattn3-1.0.0-290.129-cp312-cp312-linux_x86_64.whl"
+    )
+    assert pins.wheel("SageAttention") is sa  # looked up canonically
+    assert pins.wheel("flash-attn") is None
+    assert pins.require_sageattn3 is False
+    assert pins.image_ref == "ghcr.io/pixeloven/comfyui-docker/complete-cuda:latest"
+    assert pins.extra_requirements[0] == "triton==3.5.0"
+    assert pins.bake_files == ("docker-bake.hcl",)
+    assert pins.build_context is None and pins.pip_ca_bundle is None
+    assert pins.min_free_disk_gb == 40.0
+
+
+def test_known_keys_are_the_keys_of_all_py():
+    assert set(load("all.py")) == KNOWN_KEYS
+
+
+@pytest.mark.parametrize("group, sageattn3", [("blackwell.py", True), ("hopper.py", False)])
+def test_groups_merged_over_all_validate(group, sageattn3):
+    pins = validate({**load("all.py"), **load(group)})
+    assert pins.require_sageattn3 is sageattn3
+
+
+def test_template_context_is_plain_data():
+    ctx = validate(load("all.py")).template_context()
+    assert set(ctx) == {
+        "python_version",
+        "torch_version",
+        "cuda_version",
+        "wheels",
+        "extra_requirements",
+    }
+    assert ctx["wheels"][0] == {
+        "name": "sageattention",
+        "version": "2.2.0",
+        "release_tag": "v2.2.0-build.16",
+        "build_tag": "290.129",
+        "python_tag": "cp312",
+        "platform": "linux_x86_64",
+        "filename": "sageattention-2.2.0-290.129-cp312-cp312-linux_x86_64.whl",
+        "url": "https://github.com/pixeloven/SageAttention/releases/download/v2.2.0-build.16/"
+        "sageattention-2.2.0-290.129-cp312-cp312-linux_x86_64.whl",
+    }
+    assert isinstance(ctx["extra_requirements"], list)
+
+
+def test_local_wheelhouse_allows_http_and_file_urls():
+    pins = validate(
+        merged(
+            {
+                "local_wheelhouse": True,
+                "sage_release_base": "http://wheels.lan:8080/releases/",
+                "torch_index_url": "file:///srv/wheelhouse/torch",
+            }
+        )
+    )
+    assert pins.wheel("sageattention").url == (
+        "http://wheels.lan:8080/releases/v2.2.0-build.16/"
+        "sageattention-2.2.0-290.129-cp312-cp312-linux_x86_64.whl"
+    )
+
+
+def test_other_good_values():
+    pins = validate(
+        merged(
+            {
+                "build_context": {
+                    "git": "https://github.com/pixeloven/ComfyUI-Docker",
+                    "ref": "v1",
+                },
+                "sage_wheel_platform": "manylinux_2_28_aarch64",
+                "extra_requirements": ["Triton == 3.5.0", "diffusers[torch]==0.35.2"],
+                "registry_url": "localhost:5000/sagefleet",
+                "base_image": "nvidia/cuda@sha256:" + "a" * 64,
+                "pip_ca_bundle": "/etc/ssl/corp-ca.pem",
+                "min_free_disk_gb": 0,
+            }
+        )
+    )
+    assert pins.build_context == GitContext("https://github.com/pixeloven/ComfyUI-Docker", "v1")
+    assert pins.extra_requirements == ("Triton==3.5.0", "diffusers[torch]==0.35.2")
+    assert pins.image_ref == "localhost:5000/sagefleet/comfyui-docker/complete-cuda:latest"
+    pins = validate(merged({"build_context": ["services", "docker-bake.hcl"]}))
+    assert pins.build_context == ("services", "docker-bake.hcl")
+
+
+def test_foreign_and_extra_keys_are_ignored():
+    data = merged({"ssh_user": "root", "_sudo": True, "docker_image": "x", "verify_gate": {"x": 1}})
+    validate(data, extra_keys=["verify_gate"])
+    with pytest.raises(PinError, match="verify_gate"):
+        validate(data)
+
+
+def test_pin_error_attributes_and_pickle():
+    err = PinError("--data", "sage_wheels.sageattention.build_tag", "b1", "why")
+    assert (err.source, err.key, err.value, err.reason) == (
+        "--data",
+        "sage_wheels.sageattention.build_tag",
+        "b1",
+        "why",
+    )
+    assert str(err) == "--data: sage_wheels.sageattention.build_tag = 'b1': why"
+    assert isinstance(err, ValueError)
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)
+    assert repr(MISSING) == "<missing>"
+
+
+def test_pins_imports_no_pyinfra():
+    code = (
+        "import sys, sagefleet.pins; assert not any(m.startswith('pyinfra') for m in sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+# --- bad data: (description, overrides on top of all.py, exact message) -----------------------
+
+META = "whitespace, quotes and shell metacharacters are refused"
+LINUX = "a Linux platform tag like 'linux_x86_64' or 'manylinux_2_28_x86_64'"
+PINNED = "must be pinned exactly with one == (e.g. 'triton==3.5.0')"
+CONTEXT = "must be None, a list of relative paths, or {'git': URL, 'ref': REF}"
+B = GROUP
+
+BAD = [
+    # presence and names of keys
+    (
+        "missing required key",
+        {"torch_version": DELETE},
+        f"{B}: torch_version = <missing>: required key is missing",
+    ),
+    (
+        "unknown key, close to a known one",
+        {"sage_wheel": "x"},
+        f"{B}: sage_wheel = 'x': unknown key (did you mean 'sage_wheels'?)",
+    ),
+    (
+        "unknown key, nothing close",
+        {"colour": "blue"},
+        f"{B}: colour = 'blue': unknown key (not a key of group_data/all.py)",
+    ),
+    # python version and tag
+    (
+        "python_version as a float",
+        {"python_version": 3.12},
+        f"{B}: python_version = 3.12: must be a string, not float",
+    ),
+    (
+        "python_version with a patch level",
+        {"python_version": "3.12.1"},
+        f"{B}: python_version = '3.12.1': must be '3.N', e.g. '3.12'",
+    ),
+    (
+        "python tag disagrees with python_version",
+        {"sage_wheel_python_tag": "cp311"},
+        f"{B}: sage_wheel_python_tag = 'cp311': does not match python_version '3.12' "
+        "(expected 'cp312')",
+    ),
+    (
+        "python_version disagrees with the tag in all.py",
+        {"python_version": "3.11"},
+        f"{ALL}: sage_wheel_python_tag = 'cp312': does not match python_version '3.11' "
+        "(expected 'cp311')",
+    ),
+    (
+        "python tag not CPython",
+        {"sage_wheel_python_tag": "py3"},
+        f"{B}: sage_wheel_python_tag = 'py3': not a CPython tag like 'cp312'",
+    ),
+    # versions
+    (
+        "bad torch version",
+        {"torch_version": "latest"},
+        f"{B}: torch_version = 'latest': not a valid version (PEP 440)",
+    ),
+    (
+        "cuda version not normalised",
+        {"cuda_version": "12.09"},
+        f"{B}: cuda_version = '12.09': version not in normal form (write '12.9')",
+    ),
+    (
+        "bad wheel version",
+        {"sage_wheels": wheels(version="two")},
+        f"{B}: sage_wheels.sageattention.version = 'two': not a valid version (PEP 440)",
+    ),
+    # sage_wheels structure and names
+    (
+        "sage_wheels a list",
+        {"sage_wheels": ["sageattention"]},
+        f"{B}: sage_wheels = ['sageattention']: must be a dict of name -> pins, not list",
+    ),
+    (
+        "non-canonical wheel name",
+        {"sage_wheels": {"SageAttention": wheels()["sageattention"]}},
+        f"{B}: sage_wheels = 'SageAttention': wheel name not canonical (write 'sageattention')",
+    ),
+    (
+        "invalid wheel name",
+        {"sage_wheels": {"-sage": wheels()["sageattention"]}},
+        f"{B}: sage_wheels = '-sage': not a valid distribution name",
+    ),
+    (
+        "unknown nested key",
+        {"sage_wheels": wheels(sha256="abc")},
+        f"{B}: sage_wheels.sageattention.sha256 = 'abc': unknown key "
+        "(expected version, release_tag, build_tag)",
+    ),
+    (
+        "misspelt nested key",
+        {"sage_wheels": wheels(relase_tag="v1")},
+        f"{B}: sage_wheels.sageattention.relase_tag = 'v1': unknown key "
+        "(did you mean 'release_tag'?)",
+    ),
+    (
+        "missing nested key",
+        {"sage_wheels": wheels(build_tag=DELETE)},
+        f"{B}: sage_wheels.sageattention.build_tag = <missing>: required key is missing",
+    ),
+    (
+        "build tag not starting with a digit",
+        {"sage_wheels": wheels(build_tag="b290")},
+        f"{B}: sage_wheels.sageattention.build_tag = 'b290': "
+        "build tag must start with a digit (PEP 427)",
+    ),
+    (
+        "build tag with a dash would split the file name",
+        {"sage_wheels": wheels(build_tag="290-1")},
+        f"{B}: sage_wheels.sageattention.build_tag = '290-1': not a build tag like '290.129'",
+    ),
+    (
+        "release tag escaping its path segment",
+        {"sage_wheels": wheels(release_tag="v1/../../x")},
+        f"{B}: sage_wheels.sageattention.release_tag = 'v1/../../x': "
+        "not a safe path segment matching [A-Za-z0-9][A-Za-z0-9._+-]*",
+    ),
+    (
+        "command substitution in release tag",
+        {"sage_wheels": wheels(release_tag="$(touch /tmp/pwned)")},
+        f"{B}: sage_wheels.sageattention.release_tag = '$(touch /tmp/pwned)': contains '$': {META}",
+    ),
+    (
+        "windows platform",
+        {"sage_wheel_platform": "win_amd64"},
+        f"{B}: sage_wheel_platform = 'win_amd64': not {LINUX}",
+    ),
+    (
+        "require_sageattn3 without its wheel",
+        {"require_sageattn3": True, "sage_wheels": wheels()},
+        f"{B}: require_sageattn3 = True: requires a 'sageattn3' entry in sage_wheels",
+    ),
+    (
+        "require_sageattn3 as a string",
+        {"require_sageattn3": "true"},
+        f"{B}: require_sageattn3 = 'true': must be True or False, not str",
+    ),
+    # URLs
+    (
+        "http without local_wheelhouse",
+        {"sage_release_base": "http://wheels.lan/releases"},
+        f"{B}: sage_release_base = 'http://wheels.lan/releases': "
+        "http:// is only allowed with local_wheelhouse = True",
+    ),
+    (
+        "file URL without local_wheelhouse",
+        {"torch_index_url": "file:///srv/torch"},
+        f"{B}: torch_index_url = 'file:///srv/torch': "
+        "file:// is only allowed with local_wheelhouse = True",
+    ),
+    (
+        "ftp URL",
+        {"torch_index_url": "ftp://mirror.lan/torch"},
+        f"{B}: torch_index_url = 'ftp://mirror.lan/torch': "
+        "URL must be https:// (http:// or file:// with local_wheelhouse)",
+    ),
+    (
+        "backticks in URL",
+        {"torch_index_url": "https://download.pytorch.org/whl/`id`"},
+        f"{B}: torch_index_url = 'https://download.pytorch.org/whl/`id`': contains '`': {META}",
+    ),
+    (
+        "semicolon in URL",
+        {"sage_release_base": "https://github.com/x;rm -rf ~"},
+        f"{B}: sage_release_base = 'https://github.com/x;rm -rf ~': contains ';': {META}",
+    ),
+    (
+        "credentials in URL",
+        {"torch_index_url": "https://user:secret@pypi.lan/simple"},
+        f"{B}: torch_index_url = 'https://user:secret@pypi.lan/simple': "
+        "URL must not contain credentials",
+    ),
+    (
+        "query in release base",
+        {"sage_release_base": "https://github.com/releases?x=1"},
+        f"{B}: sage_release_base = 'https://github.com/releases?x=1': "
+        "URL must not have a query or fragment",
+    ),
+    (
+        "local_wheelhouse as a string",
+        {"local_wheelhouse": "yes"},
+        f"{B}: local_wheelhouse = 'yes': must be True or False, not str",
+    ),
+    # extra_requirements
+    (
+        "extra_requirements a string",
+        {"extra_requirements": "triton==3.5.0"},
+        f"{B}: extra_requirements = 'triton==3.5.0': must be a list of strings, not str",
+    ),
+    (
+        "unpinned requirement",
+        {"extra_requirements": ["triton>=3.5"]},
+        f"{B}: extra_requirements[0] = 'triton>=3.5': {PINNED}",
+    ),
+    (
+        "wildcard pin",
+        {"extra_requirements": ["triton==3.*"]},
+        f"{B}: extra_requirements[0] = 'triton==3.*': {PINNED}",
+    ),
+    (
+        "duplicate pin",
+        {"extra_requirements": ["triton==3.5.0", "Triton==3.4.0"]},
+        f"{B}: extra_requirements[1] = 'Triton==3.4.0': triton is pinned twice "
+        "(also extra_requirements[0])",
+    ),
+    (
+        "sage wheel pinned again",
+        {"extra_requirements": ["SageAttention==2.2.0"]},
+        f"{B}: extra_requirements[0] = 'SageAttention==2.2.0': "
+        "sageattention is pinned in sage_wheels already",
+    ),
+    (
+        "torch pinned again",
+        {"extra_requirements": ["torch==2.8.0"]},
+        f"{B}: extra_requirements[0] = 'torch==2.8.0': torch is pinned by torch_version already",
+    ),
+    (
+        "URL requirement",
+        {"extra_requirements": ["triton @ https://x.org/triton.whl"]},
+        f"{B}: extra_requirements[0] = 'triton @ https://x.org/triton.whl': "
+        "URL requirements are refused; pin a version with ==",
+    ),
+    (
+        "marker",
+        {"extra_requirements": ["triton==3.5.0; sys_platform == 'linux'"]},
+        f"{B}: extra_requirements[0] = \"triton==3.5.0; sys_platform == 'linux'\": "
+        "environment markers are not supported; the image has one platform",
+    ),
+    (
+        "shell in requirement",
+        {"extra_requirements": ["triton==3.5.0 && curl evil.sh"]},
+        f"{B}: extra_requirements[0] = 'triton==3.5.0 && curl evil.sh': "
+        "not a PEP 508 requirement (Expected comma (within version specifier), "
+        "semicolon (after version specifier) or end)",
+    ),
+    (
+        "newline in requirement",
+        {"extra_requirements": ["triton==3.5.0\nevil==1"]},
+        f"{B}: extra_requirements[0] = 'triton==3.5.0\\nevil==1': must be one line",
+    ),
+    # paths and names on the build host
+    (
+        "relative build_dir",
+        {"build_dir": "opt/build"},
+        f"{B}: build_dir = 'opt/build': must be an absolute path",
+    ),
+    (
+        "build_dir climbing out",
+        {"build_dir": "/opt/../etc"},
+        f"{B}: build_dir = '/opt/../etc': path must not contain '..'",
+    ),
+    (
+        "build_dir with a command",
+        {"build_dir": "/opt/build;rm -rf /"},
+        f"{B}: build_dir = '/opt/build;rm -rf /': contains ';': {META}",
+    ),
+    (
+        "build_dir with a newline",
+        {"build_dir": "/opt/build\ntouch /tmp/pwned"},
+        f"{B}: build_dir = '/opt/build\\ntouch /tmp/pwned': contains '\\n': {META}",
+    ),
+    (
+        "build_dir not normal",
+        {"build_dir": "/opt/build/"},
+        f"{B}: build_dir = '/opt/build/': path not in normal form (write '/opt/build')",
+    ),
+    (
+        "build_dir is root",
+        {"build_dir": "/"},
+        f"{B}: build_dir = '/': must not be /",
+    ),
+    (
+        "bake_target with &&",
+        {"bake_target": "complete&&id"},
+        f"{B}: bake_target = 'complete&&id': contains '&': {META}",
+    ),
+    (
+        "bake_target uppercase",
+        {"bake_target": "Complete-CUDA"},
+        f"{B}: bake_target = 'Complete-CUDA': must be lowercase (it names the image repository)",
+    ),
+    (
+        "image_label with a quote",
+        {"image_label": "latest'"},
+        f'{B}: image_label = "latest\'": contains "\'": {META}',
+    ),
+    (
+        "image_label starting with a dash",
+        {"image_label": "-latest"},
+        f"{B}: image_label = '-latest': not a tag matching [A-Za-z0-9][A-Za-z0-9._-]*",
+    ),
+    (
+        "registry_url with a scheme",
+        {"registry_url": "https://ghcr.io/pixeloven"},
+        f"{B}: registry_url = 'https://ghcr.io/pixeloven': "
+        "must not have a scheme (e.g. 'ghcr.io/pixeloven')",
+    ),
+    (
+        "registry_url uppercase",
+        {"registry_url": "ghcr.io/PixelOven"},
+        f"{B}: registry_url = 'ghcr.io/PixelOven': must be lowercase",
+    ),
+    (
+        "base_image with a command",
+        {"base_image": "ubuntu|sh"},
+        f"{B}: base_image = 'ubuntu|sh': contains '|': {META}",
+    ),
+    (
+        "base_image not a reference",
+        {"base_image": "nvidia/CUDA:12"},
+        f"{B}: base_image = 'nvidia/CUDA:12': not a Docker image reference like "
+        "'nvidia/cuda:12.9.1-cudnn-runtime-ubuntu24.04'",
+    ),
+    (
+        "no bake files",
+        {"bake_files": []},
+        f"{B}: bake_files = []: must name at least one bake file",
+    ),
+    (
+        "bake file outside the project",
+        {"bake_files": ["../docker-bake.hcl"]},
+        f"{B}: bake_files[0] = '../docker-bake.hcl': path must not contain '..'",
+    ),
+    (
+        "absolute bake file",
+        {"bake_files": ["/etc/passwd"]},
+        f"{B}: bake_files[0] = '/etc/passwd': must be a relative path",
+    ),
+    (
+        "bake file not a string",
+        {"bake_files": ["docker-bake.hcl", 7]},
+        f"{B}: bake_files[1] = 7: must be a string, not int",
+    ),
+    # build_context
+    (
+        "build_context path with command substitution",
+        {"build_context": ["services/$(id)"]},
+        f"{B}: build_context[0] = 'services/$(id)': contains '$': {META}",
+    ),
+    (
+        "build_context path as an option",
+        {"build_context": ["--help"]},
+        f"{B}: build_context[0] = '--help': must not start with '-'",
+    ),
+    (
+        "build_context a string",
+        {"build_context": "services"},
+        f"{B}: build_context = 'services': {CONTEXT}",
+    ),
+    (
+        "build_context git over http",
+        {"build_context": {"git": "http://git.lan/x.git", "ref": "main"}},
+        f"{B}: build_context.git = 'http://git.lan/x.git': "
+        "http:// is only allowed with local_wheelhouse = True",
+    ),
+    (
+        "build_context without ref",
+        {"build_context": {"git": "https://github.com/x/y"}},
+        f"{B}: build_context.ref = <missing>: required key is missing",
+    ),
+    (
+        "build_context unknown key",
+        {"build_context": {"git": "https://github.com/x/y", "ref": "v1", "branch": "main"}},
+        f"{B}: build_context.branch = 'main': unknown key (expected git, ref)",
+    ),
+    (
+        "build_context ref with a command",
+        {"build_context": {"git": "https://github.com/x/y", "ref": "main;id"}},
+        f"{B}: build_context.ref = 'main;id': contains ';': {META}",
+    ),
+    (
+        "build_context ref with ..",
+        {"build_context": {"git": "https://github.com/x/y", "ref": "v1..v2"}},
+        f"{B}: build_context.ref = 'v1..v2': not a valid git ref name",
+    ),
+    # the rest
+    (
+        "relative pip_ca_bundle",
+        {"pip_ca_bundle": "ca.pem"},
+        f"{B}: pip_ca_bundle = 'ca.pem': must be an absolute path",
+    ),
+    (
+        "negative disk space",
+        {"min_free_disk_gb": -1},
+        f"{B}: min_free_disk_gb = -1: must be a non-negative number",
+    ),
+    (
+        "disk space as a string",
+        {"min_free_disk_gb": "40"},
+        f"{B}: min_free_disk_gb = '40': must be a non-negative number",
+    ),
+    (
+        "force_rebuild as an int",
+        {"force_rebuild": 1},
+        f"{B}: force_rebuild = 1: must be True or False, not int",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "overrides, message", [case[1:] for case in BAD], ids=[case[0] for case in BAD]
+)
+def test_bad_input_is_refused(overrides, message):
+    with pytest.raises(PinError) as info:
+        validate(merged(overrides), sources(overrides))
+    assert str(info.value) == message
+
+
+def test_bad_cases_are_distinct():
+    assert len(BAD) >= 30
+    assert len({case[2] for case in BAD}) == len(BAD)
