@@ -18,3 +18,11 @@ try:
     globals().update(_load_fleet())
 except _FleetError as _e:
     raise SystemExit(f"sagefleet: {_e}") from None
+
+# Validate every host's pins before pyinfra opens the first connection.
+from pyinfra.context import ctx_state as _ctx_state  # noqa: E402
+
+from sagefleet.validation import register as _register  # noqa: E402
+
+if _ctx_state.isset():
+    _register(_ctx_state.get())

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 FLEET_ENV = "SAGEFLEET_FLEET"
+OFFLINE_ENV = "SAGEFLEET_OFFLINE"
 DEFAULT_FLEET_FILE = "fleet.toml"
 # Groups every sagefleet deploy knows about; other group names are allowed
 # (each may have a group_data/<name>.py).
@@ -43,9 +44,14 @@ def load_fleet(path: Path | None | str = "") -> dict[str, Any]:
     """Return pyinfra inventory groups: {group: [host | (host, data), ...]}."""
     if path == "":
         path = fleet_path()
-    if path is None:
-        return default_fleet()
-    path = Path(path)
+    groups = default_fleet() if path is None else _load_file(Path(path))
+    if os.environ.get(OFFLINE_ENV) == "1":
+        hosts = {h if isinstance(h, str) else h[0] for members in groups.values() for h in members}
+        groups.setdefault("offline", sorted(hosts))
+    return groups
+
+
+def _load_file(path: Path) -> dict[str, Any]:
     try:
         doc = tomllib.loads(path.read_text())
     except FileNotFoundError:

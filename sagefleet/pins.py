@@ -191,14 +191,14 @@ _FOREIGN_PREFIXES = (
     "_",
     "winrm_",
     "docker_",
-    "local_",
     "chroot_",
     "podman_",
     "dockerssh_",
     "terraform_",
     "vagrant_",
 )
-# local_wheelhouse starts with "local_" too: known keys are matched before these prefixes.
+# No "local_" prefix: pyinfra's local connector reads no such keys, and a typo of
+# local_wheelhouse must not pass silently.
 
 _WHEEL_SUBKEYS = ("version", "release_tag", "build_tag")
 

@@ -1,0 +1,99 @@
+"""Pure builders of command lines. Every user value goes through shlex.quote.
+
+The operations decide; these helpers only format, so both can be tested alone.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+
+INPUTS_LABEL = "org.sagefleet.inputs"
+# Exit status used when another sagefleet run holds the host's build lock.
+LOCKED_EXIT = 75
+
+
+def q(value: object) -> str:
+    """Quote one value for a POSIX shell."""
+    return shlex.quote(str(value))
+
+
+def previous_tag(image_ref: str) -> str:
+    """The tag that keeps the image a rebuild replaces (rollback, nothing dangling)."""
+    repo, _, tag = image_ref.rpartition(":")
+    if not repo or "/" in tag:
+        repo, tag = image_ref, "latest"
+    return f"{repo}:{tag}-previous"
+
+
+def fail(message: str) -> str:
+    """A command that fails the host with a message (preflight problems)."""
+    return f"printf '%s\\n' {q('sagefleet: ' + message)} >&2; exit 1"
+
+
+def with_lock(lock_path: str, command: str) -> str:
+    """Run command holding an exclusive lock on lock_path, or refuse at once.
+
+    flock's lock dies with the process, so a killed run leaves no stale lock.
+    """
+    busy = (
+        f"sagefleet: another sagefleet run is building on this host (lock {lock_path} held); "
+        "refusing to start a second build. Re-run when it has finished."
+    )
+    return (
+        f"exec 9>>{q(lock_path)} && "
+        f"if ! flock -n 9; then printf '%s\\n' {q(busy)} >&2; exit {LOCKED_EXIT}; fi && "
+        f"{command}"
+    )
+
+
+def bake(
+    context_dir: str,
+    bake_files: Sequence[str],
+    target: str,
+    variables: Mapping[str, str],
+    image_ref: str,
+    log_path: str,
+    lock_path: str,
+    load: bool = True,
+    tail_lines: int = 60,
+) -> str:
+    """`docker buildx bake` in context_dir, locked, logged, previous image kept tagged.
+
+    On failure the command prints the tail of the build log to stderr and exits
+    with bake's status; the current tag is untouched because bake only tags on
+    success.
+    """
+    env = " ".join(f"{k}={q(v)}" for k, v in sorted(variables.items()))
+    files = " ".join(f"-f {q(f)}" for f in bake_files)
+    flags = "--progress=plain" + (" --load" if load else "")
+    keep_previous = (
+        f"if docker image inspect {q(image_ref)} >/dev/null 2>&1; then "
+        f"docker tag {q(image_ref)} {q(previous_tag(image_ref))}; fi"
+    )
+    run = (
+        f"env {env} docker buildx bake {files} {flags} {q(target)} >{q(log_path)} 2>&1 || "
+        f"{{ rc=$?; printf '%s\\n' {q(f'sagefleet: bake of {target} failed; last lines of {log_path}:')} >&2; "
+        f"tail -n {int(tail_lines)} {q(log_path)} >&2; exit $rc; }}"
+    )
+    return with_lock(lock_path, f"cd {q(context_dir)} && {keep_previous} && {run}")
+
+
+def extract_context(tar_path: str, context_dir: str, marker_path: str, digest: str) -> str:
+    """Unpack the build context tarball and record which one is in place."""
+    return (
+        f"mkdir -p {q(context_dir)} && tar -xf {q(tar_path)} -C {q(context_dir)} "
+        f"--no-same-owner --overwrite && printf '%s\\n' {q(digest)} > {q(marker_path)}"
+    )
+
+
+def git_context(url: str, ref: str, context_dir: str, marker_path: str, digest: str) -> str:
+    """Check out url at ref into context_dir (fresh clone or fetch), then mark it."""
+    return (
+        f"if [ -d {q(context_dir + '/.git')} ]; then "
+        f"git -C {q(context_dir)} fetch --depth 1 origin {q(ref)}; "
+        f"else rm -rf {q(context_dir)} && git clone --no-checkout {q(url)} {q(context_dir)} && "
+        f"git -C {q(context_dir)} fetch --depth 1 origin {q(ref)}; fi && "
+        f"git -C {q(context_dir)} checkout --force FETCH_HEAD && "
+        f"printf '%s\\n' {q(digest)} > {q(marker_path)}"
+    )

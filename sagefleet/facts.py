@@ -1,0 +1,125 @@
+"""pyinfra facts of sagefleet: each command prints one JSON document, process() parses it.
+
+Facts run at planning time, also under --dry: they only read. One fact per
+concern, each a single round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pyinfra.api import FactBase
+
+from .commands import INPUTS_LABEL, previous_tag, q
+
+# Shell that prints {"docker_info": ..., "buildx": ..., "root_free_kb": ..., "image": ..., "previous": ...}
+# using docker's own JSON output; a missing piece prints null.
+_BUILD_HOST_SH = r"""
+if ! command -v docker >/dev/null 2>&1; then printf '{"docker_cli": false}\n'; exit 0; fi
+info=$(docker info --format '{{json .}}' 2>/dev/null) || info=''
+[ -n "$info" ] || { printf '{"docker_cli": true, "docker_info": null}\n'; exit 0; }
+root=$(printf '%s' "$info" | sed -n 's/.*"DockerRootDir":"\([^"]*\)".*/\1/p')
+free=$(df -Pk "${root:-/}" 2>/dev/null | awk 'NR==2 {print $4}')
+bx=$(docker buildx version 2>/dev/null | awk 'NR==1 {print $2}' | tr -cd 'A-Za-z0-9.+~-')
+img=$(docker image inspect --format '{{json .}}' IMAGE_REF 2>/dev/null) || img=null
+prev=$(docker image inspect --format '{{json .Id}}' PREVIOUS_REF 2>/dev/null) || prev=null
+printf '{"docker_cli": true, "docker_info": %s, "buildx": "%s", "root_free_kb": %s, "image": %s, "previous_id": %s}\n' \
+  "$info" "$bx" "${free:-null}" "${img:-null}" "${prev:-null}"
+"""
+
+
+def _version_tuple(version: str | None) -> tuple[int, ...]:
+    out = []
+    for part in (version or "").split("+")[0].split("~")[0].split("-")[0].split("."):
+        if not part.isdigit():
+            break
+        out.append(int(part))
+    return tuple(out)
+
+
+class BuildHost(FactBase):
+    """
+    What a build host offers for a bake, and the image it holds now.
+
+    Returns a dict: ``docker`` (engine reachable), ``docker_version``,
+    ``buildx_version``, ``docker_root``, ``free_gb`` (under the Docker root),
+    ``nvidia_runtime``, ``image`` (None or {id, created, labels, inputs}),
+    ``previous_id`` (the image kept as <tag>-previous, or None), ``problems``
+    (a list of what is missing and how to fix it; empty when ready).
+    """
+
+    def command(self, image_ref: str) -> str:
+        return _BUILD_HOST_SH.replace("PREVIOUS_REF", q(previous_tag(image_ref))).replace(
+            "IMAGE_REF", q(image_ref)
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        doc = json.loads("\n".join(output))
+        info = doc.get("docker_info")
+        problems = []
+        result: dict[str, Any] = {
+            "docker": bool(info),
+            "docker_version": None,
+            "buildx_version": None,
+            "docker_root": None,
+            "free_gb": None,
+            "nvidia_runtime": False,
+            "image": None,
+            "previous_id": doc.get("previous_id"),
+            "problems": problems,
+        }
+        if not doc.get("docker_cli"):
+            problems.append(
+                "the docker CLI is not installed: install Docker Engine >= 23 "
+                "(Debian/Ubuntu: apt-get install docker.io docker-buildx)"
+            )
+            return result
+        if not info:
+            problems.append(
+                "the Docker engine is not reachable: start dockerd "
+                "(systemctl start docker) and check that this user may use /var/run/docker.sock"
+            )
+            return result
+        result["docker_version"] = info.get("ServerVersion")
+        result["docker_root"] = info.get("DockerRootDir")
+        result["nvidia_runtime"] = "nvidia" in (info.get("Runtimes") or {})
+        if _version_tuple(result["docker_version"]) < (23,):
+            problems.append(
+                f"Docker Engine {result['docker_version']} is too old for named build contexts: "
+                "install Docker Engine >= 23"
+            )
+        buildx = doc.get("buildx") or None
+        result["buildx_version"] = buildx
+        if not buildx:
+            problems.append(
+                "docker buildx is missing: install the buildx plugin "
+                "(Debian/Ubuntu: apt-get install docker-buildx)"
+            )
+        elif _version_tuple(buildx) < (0, 10):
+            problems.append(f"docker buildx {buildx} is too old for bake contexts: install >= 0.10")
+        if doc.get("root_free_kb") is not None:
+            result["free_gb"] = round(doc["root_free_kb"] / 1024 / 1024, 2)
+        image = doc.get("image")
+        if image:
+            labels = (image.get("Config") or {}).get("Labels") or {}
+            result["image"] = {
+                "id": image.get("Id"),
+                "created": image.get("Created"),
+                "labels": labels,
+                "inputs": labels.get(INPUTS_LABEL),
+            }
+        return result
+
+
+class ContextMarker(FactBase):
+    """
+    The digest of the build context last unpacked in a directory, or None.
+    """
+
+    def command(self, marker_path: str) -> str:
+        return f"cat {q(marker_path)} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> str | None:
+        text = "\n".join(output).strip()
+        return text or None
