@@ -1,0 +1,174 @@
+"""The real deploy with pyinfra on the real local engine (@local), offline profile.
+
+build -> no-change -> --dry (changes nothing, shows the diff) -> one pin changed
+(exactly one rebuild) -> a bake that fails (404 wheel) keeps the image tagged ->
+force_rebuild. Steps share one build directory and image name, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sagefleet.commands import INPUTS_LABEL, previous_tag
+from sagefleet.offline import build_wheelhouse, serve_wheelhouse
+from tests.conftest import require_engine, run_pyinfra
+from tests.offline_pins import offline_pins
+
+pytestmark = pytest.mark.engine
+
+OLD_BUILD, NEW_BUILD, MISSING_BUILD = "290.129", "291.129", "299.999"
+
+
+def wheels(build_tag: str) -> str:
+    return (
+        "sage_wheels = {"
+        f"'sageattention': {{'version': '2.2.0', 'release_tag': 'v2.2.0-build.16', 'build_tag': '{build_tag}'}},"
+        "'sageattn3': {'version': '1.0.0', 'release_tag': 'v2.2.0-build.16', 'build_tag': '290.129'}}\n"
+    )
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def image_id(ref: str) -> str | None:
+    proc = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", ref], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    require_engine()
+    tmp = tmp_path_factory.mktemp("deploy")
+    gw = docker("network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}")
+    wheelhouse = tmp / "wheelhouse"
+    for tag in (OLD_BUILD, NEW_BUILD):
+        build_wheelhouse(offline_pins(sage_wheels_build=tag), wheelhouse)
+    run_id = uuid.uuid4().hex[:8]
+    registry = f"localhost/sagefleet-it-{run_id}"
+    overrides = tmp / "group_data"
+    overrides.mkdir()
+    with serve_wheelhouse(wheelhouse, gw) as url:
+        proj = {
+            "tmp": tmp,
+            "overrides": overrides,
+            "build_dir": str(tmp / "build"),
+            "image": f"{registry}/comfyui-docker/complete-cuda:latest",
+            "env": {"SAGEFLEET_OFFLINE": "1", "SAGEFLEET_WHEELHOUSE_URL": url, "SAGEFLEET_FLEET": ""},
+        }
+        proj["set_pins"] = lambda build_tag: (overrides / "offline.py").write_text(
+            f"registry_url = {registry!r}\nbuild_dir = {proj['build_dir']!r}\n" + wheels(build_tag)
+        )
+        proj["set_pins"](OLD_BUILD)
+        yield proj
+    for ref in (proj["image"], previous_tag(proj["image"])):
+        subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True)
+
+
+def deploy(project, *extra: str):
+    # --dry plans without asking; -y would skip change detection (and the diff).
+    yes = () if "--dry" in extra else ("-y",)
+    return run_pyinfra(
+        *yes, "inventory.py", "deploy.py", "--group-data", str(project["overrides"]), *extra, env=project["env"]
+    )
+
+
+def requirements_in_image(ref: str) -> str:
+    return docker("run", "--rm", ref, "cat", "/app/extra-requirements.txt")
+
+
+def label(ref: str) -> str:
+    return json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", ref))[INPUTS_LABEL]
+
+
+def test_first_run_builds(project):
+    proc = deploy(project)
+    assert proc.returncode == 0, proc.output
+    assert "bake needed: no image" in proc.output
+    assert image_id(project["image"])
+    assert label(project["image"]).startswith("sha256:")
+    assert f"-{OLD_BUILD}-cp311" in requirements_in_image(project["image"])
+
+
+def test_second_run_changes_nothing_and_runs_no_bake(project):
+    log = Path(project["build_dir"]) / "bake.log"
+    before = (image_id(project["image"]), log.stat().st_mtime_ns)
+    proc = deploy(project)
+    assert proc.returncode == 0, proc.output
+    assert "bake needed" not in proc.output
+    assert "Grand total" in proc.output
+    total = next(line for line in proc.output.splitlines() if "Grand total" in line).split()
+    # Grand total  <ops>  <success>  <error>  <no change>: no success means no change
+    assert total[3] == "-" and total[4] == "-", proc.output
+    assert (image_id(project["image"]), log.stat().st_mtime_ns) == before
+
+
+def test_dry_run_shows_diff_and_changes_nothing(project):
+    rendered = Path(project["build_dir"]) / "context/services/comfy/complete/extra-requirements.txt"
+    before = (image_id(project["image"]), rendered.read_text())
+    project["set_pins"](NEW_BUILD)
+    try:
+        proc = deploy(project, "--dry", "--diff")
+    finally:
+        project["set_pins"](OLD_BUILD)
+    assert proc.returncode == 0, proc.output
+    assert f"- http://" in proc.output and f"-{OLD_BUILD}-cp311" in proc.output
+    assert f"-{NEW_BUILD}-cp311" in proc.output
+    assert "bake needed" in proc.output
+    assert (image_id(project["image"]), rendered.read_text()) == before
+
+
+def test_one_pin_changed_rebuilds_once(project):
+    old_id, old_label = image_id(project["image"]), label(project["image"])
+    project["set_pins"](NEW_BUILD)
+    proc = deploy(project)
+    assert proc.returncode == 0, proc.output
+    assert proc.output.count("bake needed") == 1
+    new_id = image_id(project["image"])
+    assert new_id != old_id
+    assert label(project["image"]) != old_label
+    assert f"-{NEW_BUILD}-cp311" in requirements_in_image(project["image"])
+    # The replaced image stays tagged, not dangling.
+    assert image_id(previous_tag(project["image"])) == old_id
+
+
+def test_failed_bake_keeps_previous_image_tagged(project):
+    current = image_id(project["image"])
+    project["set_pins"](MISSING_BUILD)
+    try:
+        proc = deploy(project)
+    finally:
+        project["set_pins"](NEW_BUILD)
+    assert proc.returncode != 0, proc.output
+    assert "bake of complete-cuda failed" in proc.output
+    assert "404" in proc.output  # pip's own error, from the build log tail
+    assert image_id(project["image"]) == current
+
+
+def test_force_rebuild_bakes_although_inputs_match(project):
+    proc = deploy(project, "--data", "force_rebuild=true")
+    assert proc.returncode == 0, proc.output
+    assert "Bake complete-cuda" in proc.output
+    summary = [line for line in proc.output.splitlines() if "Bake complete-cuda" in line and "1" in line]
+    assert summary, proc.output
+    # And without force it is a no-op again.
+    proc = deploy(project)
+    assert "bake needed" not in proc.output, proc.output
+
+
+def test_invalid_pin_stops_before_any_host(project):
+    (project["overrides"] / "offline.py").write_text("sage_release_base = 'https://x.example/$(touch /tmp/pwned-it)'\n")
+    try:
+        proc = deploy(project)
+    finally:
+        project["set_pins"](NEW_BUILD)
+    assert proc.returncode != 0
+    assert "invalid pins, no host was contacted" in proc.output
+    assert "offline.py: sage_release_base = " in proc.output
+    assert "Connected" not in proc.output
+    assert not Path("/tmp/pwned-it").exists()
