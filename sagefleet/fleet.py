@@ -55,7 +55,9 @@ def _load_file(path: Path) -> dict[str, Any]:
     try:
         doc = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise FleetError(f"{path}: fleet file not found (set {FLEET_ENV} or create {DEFAULT_FLEET_FILE})") from None
+        raise FleetError(
+            f"{path}: fleet file not found (set {FLEET_ENV} or create {DEFAULT_FLEET_FILE})"
+        ) from None
     except tomllib.TOMLDecodeError as e:
         raise FleetError(f"{path}: not valid TOML: {e}") from None
     return parse_fleet(doc, str(path))
@@ -65,7 +67,9 @@ def parse_fleet(doc: dict[str, Any], source: str) -> dict[str, Any]:
     """Validate a parsed fleet document and turn it into pyinfra groups."""
     unknown = set(doc) - {"groups", "hosts"}
     if unknown:
-        raise FleetError(f"{source}: unknown table(s) {sorted(unknown)}; expected [groups] and [hosts.NAME]")
+        raise FleetError(
+            f"{source}: unknown table(s) {sorted(unknown)}; expected [groups] and [hosts.NAME]"
+        )
     groups = doc.get("groups", {})
     host_data = doc.get("hosts", {})
     if not isinstance(groups, dict) or not groups:

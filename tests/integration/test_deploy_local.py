@@ -33,11 +33,15 @@ def wheels(build_tag: str) -> str:
 
 
 def docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["docker", *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def image_id(ref: str) -> str | None:
-    proc = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", ref], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", ref], capture_output=True, text=True
+    )
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
@@ -59,7 +63,11 @@ def project(tmp_path_factory):
             "overrides": overrides,
             "build_dir": str(tmp / "build"),
             "image": f"{registry}/comfyui-docker/complete-cuda:latest",
-            "env": {"SAGEFLEET_OFFLINE": "1", "SAGEFLEET_WHEELHOUSE_URL": url, "SAGEFLEET_FLEET": ""},
+            "env": {
+                "SAGEFLEET_OFFLINE": "1",
+                "SAGEFLEET_WHEELHOUSE_URL": url,
+                "SAGEFLEET_FLEET": "",
+            },
         }
         proj["set_pins"] = lambda build_tag: (overrides / "offline.py").write_text(
             f"registry_url = {registry!r}\nbuild_dir = {proj['build_dir']!r}\n" + wheels(build_tag)
@@ -74,7 +82,13 @@ def deploy(project, *extra: str):
     # --dry plans without asking; -y would skip change detection (and the diff).
     yes = () if "--dry" in extra else ("-y",)
     return run_pyinfra(
-        *yes, "inventory.py", "deploy.py", "--group-data", str(project["overrides"]), *extra, env=project["env"]
+        *yes,
+        "inventory.py",
+        "deploy.py",
+        "--group-data",
+        str(project["overrides"]),
+        *extra,
+        env=project["env"],
     )
 
 
@@ -83,7 +97,9 @@ def requirements_in_image(ref: str) -> str:
 
 
 def label(ref: str) -> str:
-    return json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", ref))[INPUTS_LABEL]
+    return json.loads(docker("image", "inspect", "-f", "{{json .Config.Labels}}", ref))[
+        INPUTS_LABEL
+    ]
 
 
 def test_first_run_builds(project):
@@ -117,7 +133,7 @@ def test_dry_run_shows_diff_and_changes_nothing(project):
     finally:
         project["set_pins"](OLD_BUILD)
     assert proc.returncode == 0, proc.output
-    assert f"- http://" in proc.output and f"-{OLD_BUILD}-cp311" in proc.output
+    assert "- http://" in proc.output and f"-{OLD_BUILD}-cp311" in proc.output
     assert f"-{NEW_BUILD}-cp311" in proc.output
     assert "bake needed" in proc.output
     assert (image_id(project["image"]), rendered.read_text()) == before
@@ -154,7 +170,9 @@ def test_force_rebuild_bakes_although_inputs_match(project):
     proc = deploy(project, "--data", "force_rebuild=true")
     assert proc.returncode == 0, proc.output
     assert "Bake complete-cuda" in proc.output
-    summary = [line for line in proc.output.splitlines() if "Bake complete-cuda" in line and "1" in line]
+    summary = [
+        line for line in proc.output.splitlines() if "Bake complete-cuda" in line and "1" in line
+    ]
     assert summary, proc.output
     # And without force it is a no-op again.
     proc = deploy(project)
@@ -162,7 +180,9 @@ def test_force_rebuild_bakes_although_inputs_match(project):
 
 
 def test_invalid_pin_stops_before_any_host(project):
-    (project["overrides"] / "offline.py").write_text("sage_release_base = 'https://x.example/$(touch /tmp/pwned-it)'\n")
+    (project["overrides"] / "offline.py").write_text(
+        "sage_release_base = 'https://x.example/$(touch /tmp/pwned-it)'\n"
+    )
     try:
         proc = deploy(project)
     finally:

@@ -1,0 +1,41 @@
+# Two commands on a fresh machine:
+#   make run    the main job: deploy the pinned image to the fleet (this machine if none)
+#   make test   every test, against a real Docker engine and a real SSH test fleet
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: run dry test unit lint engine setup demo fleet-down report clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+engine:
+	bash scripts/setup-engine
+
+setup: $(STAMP) engine
+
+run: setup
+	$(BIN)/python -m sagefleet.main
+
+dry: setup
+	$(BIN)/python -m sagefleet.main -- --dry --diff
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+test: setup
+	bash scripts/setup-fleet-images
+	$(BIN)/ruff check .
+	SAGEFLEET_REQUIRE_ENGINE=1 $(BIN)/pytest -q -ra
+
+clean:
+	rm -rf $(VENV) reports
