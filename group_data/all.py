@@ -61,3 +61,14 @@ base_image = "nvidia/cuda:12.9.1-cudnn-runtime-ubuntu24.04"
 pip_ca_bundle = None
 min_free_disk_gb = 40  # under the Docker root dir; the complete image is ~20 GB
 force_rebuild = False
+
+# --- Verification gate after a (re)build ----------------------------------------
+# The image's versions must equal the pins; each kernel that runs must match torch's
+# fp32 SDPA to these bounds (INT8 QK / FP8 PV kernels measure cosine >= 0.9999 and
+# rel. L1 <= 0.02 on an H100 — docs/probe.md; the bounds leave room for other GPUs
+# and shapes while still catching a broken kernel, which lands far below).
+verify_torch = True  # also compare torch's version with torch_version
+verify_min_cosine = 0.99
+verify_max_rel_l1 = 0.1
+probe_quick = True  # 4 shapes per kernel instead of 16
+probe_timeout_s = 300  # per kernel, in its own subprocess

@@ -97,3 +97,25 @@ def git_context(url: str, ref: str, context_dir: str, marker_path: str, digest: 
         f"git -C {q(context_dir)} checkout --force FETCH_HEAD && "
         f"printf '%s\\n' {q(digest)} > {q(marker_path)}"
     )
+
+
+def probe(
+    image_ref: str,
+    probe_path: str,
+    results_dir: str,
+    gpus: bool,
+    quick: bool = True,
+    timeout_s: float = 300,
+) -> str:
+    """Run the kernel probe inside the image (script on stdin, no bind mount: the
+    engine may be remote) and store its JSON as <results_dir>/<image id>.json."""
+    args = ["--mode", "kernels", "--timeout", str(int(timeout_s))] + (["--quick"] if quick else [])
+    run = ["docker", "run", "--rm", "-i", "--network", "none"]
+    run += ["--gpus", "all"] if gpus else []
+    run += ["--entrypoint", "python", image_ref, "-", *args]
+    return (
+        f"id=$(docker image inspect -f '{{{{.Id}}}}' {q(image_ref)}) && mkdir -p {q(results_dir)} && "
+        f'out={q(results_dir)}/"${{id#sha256:}}".json && '
+        f'{" ".join(q(a) for a in run)} < {q(probe_path)} > "$out.tmp" && '
+        f'mv "$out.tmp" "$out"'
+    )

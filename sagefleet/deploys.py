@@ -21,6 +21,7 @@ from .context import (
 )
 from .pins import GitContext
 from .validation import host_pins
+from .verify import expectation
 
 
 def bake_variables(pins) -> dict[str, str]:
@@ -88,4 +89,32 @@ def build_image():
         ca_bundle_path=ca_path,
         min_free_gb=pins.min_free_disk_gb,
         force=pins.force_rebuild,
+    )
+    verify_image(pins)
+
+
+@deploy("Verify the ComfyUI image")
+def verify_image(pins=None):
+    """Probe the built image once per image ID, then gate it against the pins."""
+    pins = pins or host_pins(host)
+    probe_path = f"{pins.build_dir}/probe.py"
+    files.put(
+        name="Probe script",
+        src=str(PROJECT_ROOT / "sagefleet" / "probe.py"),
+        dest=probe_path,
+        mode="644",
+    )
+    operations.probe(
+        name="Kernel probe",
+        build_dir=pins.build_dir,
+        image_ref=pins.image_ref,
+        probe_path=probe_path,
+        quick=pins.probe_quick,
+        timeout_s=pins.probe_timeout_s,
+    )
+    operations.gate(
+        name="Verification gate",
+        build_dir=pins.build_dir,
+        image_ref=pins.image_ref,
+        expect=expectation(pins),
     )

@@ -123,3 +123,48 @@ class ContextMarker(FactBase):
     def process(self, output: list[str]) -> str | None:
         text = "\n".join(output).strip()
         return text or None
+
+
+class ProbeResult(FactBase):
+    """
+    The stored kernel-probe result of the image a tag points to now.
+
+    Returns ``{"image_id": str | None, "result": dict | None}``: ``result`` is the
+    probe's JSON document stored by ``sagefleet.operations.probe`` for exactly
+    this image ID, or None when this image has not been probed.
+    """
+
+    def command(self, image_ref: str, results_dir: str) -> str:
+        return (
+            f"id=$(docker image inspect -f '{{{{.Id}}}}' {q(image_ref)} 2>/dev/null) || "
+            '{ printf \'{"image_id": null, "result": null}\\n\'; exit 0; }; '
+            f'f={q(results_dir)}/"${{id#sha256:}}".json; '
+            'if [ -s "$f" ]; then printf \'{"image_id": "%s", "result": \' "$id"; cat "$f"; printf \'}\\n\'; '
+            'else printf \'{"image_id": "%s", "result": null}\\n\' "$id"; fi'
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        return json.loads("\n".join(output))
+
+
+class GpuHost(FactBase):
+    """
+    The host's GPUs as nvidia-smi reports them, and whether Docker can hand them out.
+
+    Returns ``{"gpus": [{"name", "capability", "driver", "memory_mib"}], "nvidia_smi": bool}``;
+    no nvidia-smi (or no GPU) gives an empty list.
+    """
+
+    def command(self) -> str:
+        return (
+            "if command -v nvidia-smi >/dev/null 2>&1; then "
+            'printf \'{"nvidia_smi": true, "gpus": [\'; '
+            "nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total "
+            "--format=csv,noheader,nounits 2>/dev/null | "
+            'awk -F\', *\' \'{gsub(/"/, ""); printf "%s{\\"name\\": \\"%s\\", \\"capability\\": \\"%s\\", '
+            '\\"driver\\": \\"%s\\", \\"memory_mib\\": %d}", (NR > 1 ? ", " : ""), $1, $2, $3, $4}\'; '
+            "printf ']}\\n'; else printf '{\"nvidia_smi\": false, \"gpus\": []}\\n'; fi"
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        return json.loads("\n".join(output))

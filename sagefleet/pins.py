@@ -124,6 +124,11 @@ class Pins:
     pip_ca_bundle: str | None
     min_free_disk_gb: float
     force_rebuild: bool
+    verify_torch: bool = True
+    verify_min_cosine: float = 0.99
+    verify_max_rel_l1: float = 0.1
+    probe_quick: bool = True
+    probe_timeout_s: float = 300.0
 
     @property
     def image_ref(self) -> str:
@@ -181,6 +186,11 @@ _KEY_ORDER = (
     "pip_ca_bundle",
     "min_free_disk_gb",
     "force_rebuild",
+    "verify_torch",
+    "verify_min_cosine",
+    "verify_max_rel_l1",
+    "probe_quick",
+    "probe_timeout_s",
 )
 KNOWN_KEYS: frozenset[str] = frozenset(_KEY_ORDER)
 _OPTIONAL_KEYS = frozenset({"build_context", "pip_ca_bundle"})
@@ -464,6 +474,11 @@ def validate(
     ):
         c.fail("min_free_disk_gb", min_free, "must be a non-negative number")
     force_rebuild = c.boolean("force_rebuild", data["force_rebuild"])
+    verify_torch = c.boolean("verify_torch", data["verify_torch"])
+    min_cosine = _number(c, "verify_min_cosine", data["verify_min_cosine"], 0.0, 1.0)
+    max_rel_l1 = _number(c, "verify_max_rel_l1", data["verify_max_rel_l1"], 0.0, None)
+    probe_quick = c.boolean("probe_quick", data["probe_quick"])
+    probe_timeout = _number(c, "probe_timeout_s", data["probe_timeout_s"], 1.0, None)
 
     return Pins(
         python_version=python_version,
@@ -484,7 +499,21 @@ def validate(
         pip_ca_bundle=pip_ca_bundle,
         min_free_disk_gb=float(min_free),
         force_rebuild=force_rebuild,
+        verify_torch=verify_torch,
+        verify_min_cosine=min_cosine,
+        verify_max_rel_l1=max_rel_l1,
+        probe_quick=probe_quick,
+        probe_timeout_s=probe_timeout,
     )
+
+
+def _number(c: _Checker, key: str, value: object, low: float, high: float | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        c.fail(key, value, "must be a number")
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        c.fail(key, value, f"must be {bounds}")
+    return float(value)
 
 
 def _wheels(
