@@ -192,3 +192,58 @@ def test_invalid_pin_stops_before_any_host(project):
     assert "offline.py: sage_release_base = " in proc.output
     assert "Connected" not in proc.output
     assert not Path("/tmp/pwned-it").exists()
+
+
+def _probe_files(project) -> set[str]:
+    d = Path(project["build_dir"]) / "probe"
+    return {p.name for p in d.glob("*.json")} if d.exists() else set()
+
+
+def test_probe_ran_once_per_image_and_gate_passed(project):
+    """Each built image was probed once; a re-run does not re-run the probe."""
+    proc = deploy(project)
+    assert proc.returncode == 0, proc.output
+    current = image_id(project["image"]).removeprefix("sha256:") + ".json"
+    assert current in _probe_files(project)
+    stored = Path(project["build_dir"]) / "probe" / current
+    before = stored.stat().st_mtime_ns
+    proc = deploy(project, "-v")
+    assert proc.returncode == 0, proc.output
+    assert "already stored" in proc.output
+    assert "verified image" in proc.output
+    assert stored.stat().st_mtime_ns == before
+    report = json.loads(stored.read_text())
+    assert report["packages"]["sageattention"]["version"] == "2.2.0"
+    assert report["packages"]["sageattention"]["build_tag"] == NEW_BUILD
+    assert {k["status"] for k in report["kernels"]} == {"no-gpu"}
+
+
+def _with_overlay(project, overlay: str, extra: str = "") -> None:
+    project["set_pins"](NEW_BUILD)
+    path = project["overrides"] / "offline.py"
+    path.write_text(
+        path.read_text()
+        + f"bake_files = ['docker-bake.hcl', 'tests/offline/offline.hcl', 'tests/offline/{overlay}']\n"
+        + extra
+    )
+
+
+def test_gate_catches_wrong_sageattention_version(project):
+    _with_overlay(project, "drift-sage106.hcl")
+    try:
+        proc = deploy(project)
+    finally:
+        project["set_pins"](NEW_BUILD)
+    assert proc.returncode != 0, proc.output
+    assert "verification failed" in proc.output
+    assert "sageattention is 1.0.6 in the image, pinned 2.2.0" in proc.output
+
+
+def test_gate_catches_missing_sageattn3_where_required(project):
+    _with_overlay(project, "drift-no-sageattn3.hcl", "require_sageattn3 = True\n")
+    try:
+        proc = deploy(project)
+    finally:
+        project["set_pins"](NEW_BUILD)
+    assert proc.returncode != 0, proc.output
+    assert "requires sageattn3, which is not installed" in proc.output
