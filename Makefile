@@ -22,6 +22,9 @@ setup: $(STAMP) engine
 run: setup
 	$(BIN)/python -m sagefleet.main
 
+report: setup
+	$(BIN)/python -m sagefleet.gather
+
 dry: setup
 	$(BIN)/python -m sagefleet.main -- --dry --diff
 

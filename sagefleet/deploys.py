@@ -118,3 +118,27 @@ def verify_image(pins=None):
         image_ref=pins.image_ref,
         expect=expectation(pins),
     )
+
+
+def collect_host_record(out_dir: str) -> dict:
+    """Read (never change) what this host runs, for the fleet report; written to
+    <out_dir>/hosts/<host>.json on the control machine."""
+    import json
+    import os
+
+    from .facts import GpuHost, ProbeResult
+
+    record: dict = {"host": host.name, "groups": sorted(host.groups), "gpus": [], "image_id": None}
+    record["gpus"] = host.get_fact(GpuHost)["gpus"]
+    if "build_hosts" in host.groups:
+        pins = host_pins(host)
+        stored = host.get_fact(
+            ProbeResult, image_ref=pins.image_ref, results_dir=f"{pins.build_dir}/probe"
+        )
+        record.update(image_ref=pins.image_ref, image_id=stored["image_id"], probe=stored["result"])
+    path = os.path.join(out_dir, "hosts", f"{host.name.replace('/', '_')}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(path + ".tmp", path)
+    return record

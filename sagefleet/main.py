@@ -108,26 +108,18 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             rc = run_deploy(args.pyinfra_args, env)
-    if rc == 0 and fleet is None and "--dry" not in args.pyinfra_args:
-        show_local_image(pins.image_ref)
+    if rc == 0 and "--dry" not in args.pyinfra_args:
+        show_report(env)
     return rc
 
 
-def show_local_image(image_ref: str) -> None:
-    """What the local image really holds (versions from importlib.metadata)."""
-    probe = (
-        "import importlib.metadata as m\n"
-        "for n in ('sageattention', 'sageattn3', 'torch'):\n"
-        "    try: print(f'  {n:14} {m.version(n)}')\n"
-        "    except m.PackageNotFoundError: print(f'  {n:14} not installed')\n"
-    )
-    image_id = subprocess.run(
-        ["docker", "image", "inspect", "-f", "{{.Id}}", image_ref], capture_output=True, text=True
-    ).stdout.strip()
-    print(f"\nsagefleet: {image_ref}\n  image id       {image_id}")
-    subprocess.run(
-        ["docker", "run", "--rm", "-i", image_ref, "python", "-"], input=probe, text=True
-    )
+def show_report(env: dict[str, str]) -> None:
+    """The fleet report of what the hosts run now (reports/fleet.json, fleet.html)."""
+    from .gather import main as gather_main
+
+    os.environ.update({k: v for k, v in env.items() if k.startswith("SAGEFLEET_")})
+    print("\nsagefleet: fleet report", flush=True)
+    gather_main([])
 
 
 if __name__ == "__main__":
