@@ -1,0 +1,217 @@
+"""sagefleet.commands: exact command lines, and hostile values that never execute.
+
+The hostile-value tests run each built command with `sh -c` in a temp dir where docker,
+flock, tar and git are stubs on PATH that record their arguments; they check that no
+payload ran and that every hostile value reached its program as one verbatim argument.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sagefleet import commands
+
+LOCK_BUSY = (
+    "printf '%s\\n' 'sagefleet: another sagefleet run is building on this host "
+    "(lock /opt/b/build.lock held); refusing to start a second build. "
+    "Re-run when it has finished.' >&2; exit 75; fi && "
+)
+
+
+def test_with_lock():
+    assert commands.with_lock("/opt/b/build.lock", "true") == (
+        "exec 9>>/opt/b/build.lock && if ! flock -n 9; then " + LOCK_BUSY + "true"
+    )
+
+
+def test_fail_quotes_the_message():
+    assert commands.fail("it's broken") == (
+        "printf '%s\\n' 'sagefleet: it'\"'\"'s broken' >&2; exit 1"
+    )
+
+
+def test_extract_context():
+    assert commands.extract_context(
+        "/opt/b/context.tar", "/opt/b/context", "/opt/b/context.digest", "abc"
+    ) == (
+        "mkdir -p /opt/b/context && tar -xf /opt/b/context.tar -C /opt/b/context "
+        "--no-same-owner --overwrite && printf '%s\\n' abc > /opt/b/context.digest"
+    )
+
+
+def test_git_context():
+    assert commands.git_context(
+        "https://g/x.git", "v1", "/opt/b/context", "/opt/b/context.digest", "abc"
+    ) == (
+        "if [ -d /opt/b/context/.git ]; then git -C /opt/b/context fetch --depth 1 origin v1; "
+        "else rm -rf /opt/b/context && git clone --no-checkout https://g/x.git /opt/b/context "
+        "&& git -C /opt/b/context fetch --depth 1 origin v1; fi && "
+        "git -C /opt/b/context checkout --force FETCH_HEAD && "
+        "printf '%s\\n' abc > /opt/b/context.digest"
+    )
+
+
+def test_bake_without_load():
+    assert commands.bake(
+        "/opt/b/context",
+        ["docker-bake.hcl"],
+        "complete-cuda",
+        {"B": "x y", "A": "1"},
+        "reg/img:latest",
+        "/opt/b/bake.log",
+        "/opt/b/build.lock",
+        load=False,
+        tail_lines=5,
+    ) == (
+        "exec 9>>/opt/b/build.lock && if ! flock -n 9; then " + LOCK_BUSY + "cd /opt/b/context && "
+        "if docker image inspect reg/img:latest >/dev/null 2>&1; then "
+        "docker tag reg/img:latest reg/img:latest-previous; fi && "
+        "env A=1 B='x y' docker buildx bake -f docker-bake.hcl --progress=plain complete-cuda "
+        ">/opt/b/bake.log 2>&1 || { rc=$?; printf '%s\\n' "
+        "'sagefleet: bake of complete-cuda failed; last lines of /opt/b/bake.log:' >&2; "
+        "tail -n 5 /opt/b/bake.log >&2; exit $rc; }"
+    )
+
+
+@pytest.mark.parametrize(
+    "ref, previous",
+    [
+        ("reg/img:latest", "reg/img:latest-previous"),
+        ("reg/img", "reg/img:latest-previous"),
+        ("img", "img:latest-previous"),
+        ("localhost:5000/img", "localhost:5000/img:latest-previous"),
+        ("localhost:5000/img:v1", "localhost:5000/img:v1-previous"),
+    ],
+)
+def test_previous_tag(ref, previous):
+    assert commands.previous_tag(ref) == previous
+
+
+# --- hostile values ------------------------------------------------------------------------
+
+# Each tries to create ./pwned in the working directory. No "/" so each is also a valid
+# file name there, which lets the whole command run to its end.
+HOSTILE = [
+    "$(touch pwned)",
+    "`touch pwned`",
+    "x; touch pwned",
+    "x && touch pwned",
+    "x || touch pwned",
+    "x | touch pwned",
+    "x\ntouch pwned",
+    "x' ; touch pwned; '",
+    'x" ; touch pwned; "',
+    "x'$(touch pwned)'",
+    "${IFS}touch${IFS}pwned",
+    "x > pwned",
+    "*",
+]
+
+STUB = """#!/bin/sh
+n=$(ls "$CALLS" | wc -l)
+printf '%s\\0' "$(basename "$0")" "$@" "V=$V" > "$CALLS/$n"
+case "$(basename "$0") $1" in "docker buildx") exit "${BAKE_RC:-0}";; esac
+case "$(basename "$0") $1 $2" in "docker image inspect") exit 0;; esac
+exit 0
+"""
+
+
+def run_sh(tmp_path: Path, command: str, **env: str) -> tuple[subprocess.CompletedProcess, list]:
+    stubs = tmp_path / "stubs"
+    calls = tmp_path / "calls"
+    work = tmp_path / "work"
+    for d in (stubs, calls, work):
+        d.mkdir(exist_ok=True)
+    for name in ("docker", "flock", "tar", "git"):
+        (stubs / name).write_text(STUB)
+        (stubs / name).chmod(0o755)
+    result = subprocess.run(
+        ["/bin/sh", "-c", command],
+        cwd=work,
+        env={**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "CALLS": str(calls), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    recorded = [
+        (calls / n).read_text().split("\0")[:-1] for n in sorted(os.listdir(calls), key=int)
+    ]
+    assert not (work / "pwned").exists(), f"payload ran: {command!r}"
+    return result, recorded
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_fail_never_runs_the_message(tmp_path, value):
+    result, calls = run_sh(tmp_path, commands.fail(value))
+    assert result.returncode == 1
+    assert result.stderr == f"sagefleet: {value}\n"
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_with_lock_never_runs_the_path(tmp_path, value):
+    result, calls = run_sh(tmp_path, commands.with_lock("L" + value, "echo ran"))
+    assert (result.returncode, result.stdout) == (0, "ran\n")
+    assert calls == [["flock", "-n", "9", "V="]]
+    assert (tmp_path / "work" / ("L" + value)).exists()
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_bake_never_runs_its_values(tmp_path, value):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / ("C" + value)).mkdir()
+    command = commands.bake(
+        context_dir="C" + value,
+        bake_files=["F" + value],
+        target="T" + value,
+        variables={"V": value},
+        image_ref="I" + value,
+        log_path="../G" + value,
+        lock_path="../L" + value,
+    )
+    result, calls = run_sh(tmp_path, command)
+    assert result.returncode == 0, result.stderr
+    bake = ["F" + value, "--progress=plain", "--load", "T" + value, "V=" + value]
+    assert calls == [
+        ["flock", "-n", "9", "V="],
+        ["docker", "image", "inspect", "I" + value, "V="],
+        ["docker", "tag", "I" + value, commands.previous_tag("I" + value), "V="],
+        ["docker", "buildx", "bake", "-f", *bake],
+    ]
+
+
+@pytest.mark.parametrize("value", HOSTILE[:3])
+def test_failed_bake_reports_the_log_tail_and_status(tmp_path, value):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "ctx").mkdir()
+    command = commands.bake("ctx", ["b.hcl"], "T" + value, {}, "img", "../bake.log", "../lock")
+    result, _ = run_sh(tmp_path, command, BAKE_RC="3")
+    assert result.returncode == 3
+    assert result.stderr == f"sagefleet: bake of T{value} failed; last lines of ../bake.log:\n"
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_extract_context_never_runs_its_values(tmp_path, value):
+    command = commands.extract_context("A" + value, "C" + value, "M" + value, value)
+    result, calls = run_sh(tmp_path, command)
+    assert result.returncode == 0, result.stderr
+    assert calls == [
+        ["tar", "-xf", "A" + value, "-C", "C" + value, "--no-same-owner", "--overwrite", "V="]
+    ]
+    assert (tmp_path / "work" / ("M" + value)).read_text() == value + "\n"
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_git_context_never_runs_its_values(tmp_path, value):
+    command = commands.git_context("U" + value, "R" + value, "C" + value, "M" + value, value)
+    result, calls = run_sh(tmp_path, command)
+    assert result.returncode == 0, result.stderr
+    assert calls == [
+        ["git", "clone", "--no-checkout", "U" + value, "C" + value, "V="],
+        ["git", "-C", "C" + value, "fetch", "--depth", "1", "origin", "R" + value, "V="],
+        ["git", "-C", "C" + value, "checkout", "--force", "FETCH_HEAD", "V="],
+    ]
+    assert (tmp_path / "work" / ("M" + value)).read_text() == value + "\n"

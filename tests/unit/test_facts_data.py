@@ -1,0 +1,42 @@
+"""Every tests/unit/data/facts/<Fact>/*.json case: the command, and process() on recorded output.
+
+A case: {"kwargs": {...}, "command_contains": [...], "output": [lines], "fact": expected}.
+Outputs are real recordings (see each "description"); some are recordings edited to a
+state this machine is not in. Empty output gives default(), as pyinfra does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sagefleet import facts
+
+DATA = Path(__file__).parent / "data" / "facts"
+CASES = sorted(DATA.glob("*/*.json"))
+KEYS = {"description", "kwargs", "command_contains", "output", "fact", "xfail"}
+
+
+def _params():
+    for path in CASES:
+        case = json.loads(path.read_text())
+        marks = [pytest.mark.xfail(strict=True, reason=case["xfail"])] if "xfail" in case else []
+        yield pytest.param(path, case, id=f"{path.parent.name}/{path.stem}", marks=marks)
+
+
+def test_every_fact_has_cases():
+    assert {p.parent.name for p in CASES} == {"BuildHost", "ContextMarker"}
+
+
+@pytest.mark.parametrize("path, case", list(_params()))
+def test_fact_case(path, case):
+    assert set(case) <= KEYS, f"unknown keys {set(case) - KEYS}"
+    fact = getattr(facts, path.parent.name)()
+    command = fact.command(**case["kwargs"])
+    for part in case["command_contains"]:
+        assert part in command
+    output = case["output"]
+    got = fact.process(output) if output else fact.default()
+    assert got == case["fact"]

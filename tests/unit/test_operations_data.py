@@ -1,0 +1,64 @@
+"""Every tests/unit/data/operations/<op>/*.json case, run through the strict fake host.
+
+A case: {"args": {...}, "facts": {Fact: {"k=v": value}}, "commands": [...], "noops": [...]}
+or {"args": ..., "facts": ..., "exception": {"name": ..., "message": ...}}. An argument
+{"bytes": "text"} is passed as b"text". "xfail": "why" marks a known bug (strict).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fakehost import FakeHost, command_data, using
+
+from sagefleet import operations
+
+DATA = Path(__file__).parent / "data" / "operations"
+CASES = sorted(DATA.glob("*/*.json"))
+KEYS = {"description", "args", "facts", "commands", "noops", "exception", "xfail"}
+
+
+def _arg(value):
+    if isinstance(value, dict) and set(value) == {"bytes"}:
+        return value["bytes"].encode()
+    return value
+
+
+def _params():
+    for path in CASES:
+        case = json.loads(path.read_text())
+        marks = [pytest.mark.xfail(strict=True, reason=case["xfail"])] if "xfail" in case else []
+        yield pytest.param(path, case, id=f"{path.parent.name}/{path.stem}", marks=marks)
+
+
+def test_every_operation_has_cases():
+    assert {p.parent.name for p in CASES} == {"context", "image"}
+    assert len(CASES) >= 25
+
+
+@pytest.mark.parametrize("path, case", list(_params()))
+def test_operation_case(path, case):
+    assert set(case) <= KEYS, f"unknown keys {set(case) - KEYS}"
+    assert ("exception" in case) != ("commands" in case), "give exactly one of commands/exception"
+    op = getattr(operations, path.parent.name)
+    host = FakeHost(case.get("facts", {}))
+    args = {k: _arg(v) for k, v in case.get("args", {}).items()}
+
+    with using(host):
+        if "exception" in case:
+            with pytest.raises(Exception) as info:
+                list(op._inner(**args))
+            assert type(info.value).__name__ == case["exception"]["name"]
+            assert str(info.value) == case["exception"]["message"]
+        else:
+            commands = [command_data(c) for c in op._inner(**args)]
+            assert commands == case["commands"]
+            assert host.noops == case.get("noops", [])
+            if not commands:
+                assert host.noops, "a no-change result must say why (host.noop)"
+
+    # A fact the fixture provides but the operation never read is a stale fixture.
+    provided = {(name, key) for name, by in case.get("facts", {}).items() for key in by}
+    assert provided == set(host.fact_reads)
