@@ -168,17 +168,10 @@ def ensure_images(client: docker.DockerClient | None = None, log: Any = None) ->
     """
     client = client or docker_client()
     log = log or (lambda msg: print(f"[fleet] {msg}", file=sys.stderr))
-    base_id = client.images.get(BASE_IMAGE).id
-    common = [IMAGES_DIR / "entrypoint", IMAGES_DIR / "sshd_config"]
-
-    h = hashlib.sha256(base_id.encode())
-    _hash_files(h, [IMAGES_DIR / "Dockerfile.ssh", *common])
-    ssh_tag = f"{SSH_IMAGE_REPO}:{h.hexdigest()[:12]}"
-
     debs = engine_debs()
-    h = hashlib.sha256(ssh_tag.encode())
-    _hash_files(h, [IMAGES_DIR / "Dockerfile.docker", *debs])
-    docker_tag = f"{DOCKER_IMAGE_REPO}:{h.hexdigest()[:12]}"
+    tags = image_tags(client.images.get(BASE_IMAGE).id, IMAGES_DIR, debs)
+    ssh_tag, docker_tag = tags["ssh"], tags["docker"]
+    common = [IMAGES_DIR / "entrypoint", IMAGES_DIR / "sshd_config"]
 
     with _lock("testhost-images"):
         for tag, dockerfile, extra, args in (
@@ -201,7 +194,18 @@ def ensure_images(client: docker.DockerClient | None = None, log: Any = None) ->
                     cmd += ["--build-arg", f"{k}={v}"]
                 _run([*cmd, ctx], timeout=1800)
             log(f"built {tag} in {time.monotonic() - t0:.0f}s")
-    return {"ssh": ssh_tag, "docker": docker_tag}
+    return tags
+
+
+def image_tags(base_id: str, images_dir: Path, debs: Sequence[Path]) -> dict[str, str]:
+    """Tags named by a hash of each image's build inputs (pure; no engine needed)."""
+    common = [images_dir / "entrypoint", images_dir / "sshd_config"]
+    h = hashlib.sha256(base_id.encode())
+    _hash_files(h, [images_dir / "Dockerfile.ssh", *common])
+    ssh_tag = f"{SSH_IMAGE_REPO}:{h.hexdigest()[:12]}"
+    h = hashlib.sha256(ssh_tag.encode())
+    _hash_files(h, [images_dir / "Dockerfile.docker", *debs])
+    return {"ssh": ssh_tag, "docker": f"{DOCKER_IMAGE_REPO}:{h.hexdigest()[:12]}"}
 
 
 def _base_image_tar(client: docker.DockerClient) -> Path:
@@ -537,7 +541,8 @@ class Fleet:
     def wait_dockerd(self, name: str, timeout: float = DOCKER_READY_TIMEOUT) -> None:
         """Wait for the build host's dockerd, then load the base image into it if missing."""
         host = self._host(name)
-        deadline = time.monotonic() + timeout
+        t0 = time.monotonic()
+        deadline = t0 + timeout
         while True:
             res = self.exec(name, ["docker", "version", "-f", "{{.Server.Version}}"], check=False)
             if res.exit_code == 0:
@@ -549,7 +554,11 @@ class Fleet:
                     f"{res.output.strip()}\n{log}"
                 )
             time.sleep(0.5)
+        t_up = time.monotonic()
         self.load_base_image(name)
+        # Slowest host per phase (hosts come up in parallel).
+        for key, secs in (("dockerd_s", t_up - t0), ("base_load_s", time.monotonic() - t_up)):
+            self.timings[key] = max(self.timings.get(key, 0.0), secs)
 
     def load_base_image(self, name: str) -> bool:
         """`docker load` the base image into a build host's engine; False if it was there."""

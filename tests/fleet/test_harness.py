@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,24 @@ def _out(proc: subprocess.CompletedProcess[str]) -> str:
 
 def _succeeded(output: str, host: str) -> bool:
     return re.search(rf"^\s*\[{re.escape(host)}\]\s+Success\s*$", output, re.M) is not None
+
+
+def test_image_tags_follow_their_inputs(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    shutil.copytree(harness.IMAGES_DIR, images)
+    deb = tmp_path / "docker.io_1_amd64.deb"
+    deb.write_bytes(b"deb")
+    before = harness.image_tags("sha256:base", images, [deb])
+    assert before == harness.image_tags("sha256:base", images, [deb])
+    with open(images / "Dockerfile.docker", "a") as f:
+        f.write("# changed\n")
+    after = harness.image_tags("sha256:base", images, [deb])
+    assert after["ssh"] == before["ssh"] and after["docker"] != before["docker"]
+    with open(images / "Dockerfile.ssh", "a") as f:
+        f.write("# changed\n")
+    again = harness.image_tags("sha256:base", images, [deb])
+    assert again["ssh"] != after["ssh"] and again["docker"] != after["docker"]
+    assert harness.image_tags("sha256:other", images, [deb])["ssh"] != again["ssh"]
 
 
 def test_pyinfra_exec_reaches_every_host(fleet: harness.Fleet) -> None:
