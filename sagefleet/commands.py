@@ -76,7 +76,8 @@ def bake(
         f"{{ rc=$?; printf '%s\\n' {q(f'sagefleet: bake of {target} failed; last lines of {log_path}:')} >&2; "
         f"tail -n {int(tail_lines)} {q(log_path)} >&2; exit $rc; }}"
     )
-    return with_lock(lock_path, f"cd {q(context_dir)} && {keep_previous} && {run}")
+    # cd failing must not fall through to the "bake failed" branch and tail an old log.
+    return with_lock(lock_path, f"cd {q(context_dir)} || exit 1; {keep_previous} && {run}")
 
 
 def extract_context(tar_path: str, context_dir: str, marker_path: str, digest: str) -> str:

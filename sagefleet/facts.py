@@ -31,7 +31,8 @@ printf '{"docker_cli": true, "docker_info": %s, "buildx": "%s", "root_free_kb": 
 
 def _version_tuple(version: str | None) -> tuple[int, ...]:
     out = []
-    for part in (version or "").split("+")[0].split("~")[0].split("-")[0].split("."):
+    # Docker's own buildx builds say "v0.17.1"; Debian's say "0.13.1+ds1".
+    for part in (version or "").lstrip("v").split("+")[0].split("~")[0].split("-")[0].split("."):
         if not part.isdigit():
             break
         out.append(int(part))

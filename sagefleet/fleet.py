@@ -85,10 +85,13 @@ def parse_fleet(doc: dict[str, Any], source: str) -> dict[str, Any]:
             if not _HOST_RE.match(host):
                 raise FleetError(f"{source}: groups.{group}: host name {host!r} is not valid")
             seen.add(host)
-        out[group] = [(h, dict(host_data.get(h, {}))) for h in hosts]
+    if not isinstance(host_data, dict):
+        raise FleetError(f"{source}: hosts: expected [hosts.NAME] tables of host data")
     for host, data in host_data.items():
         if host not in seen:
             raise FleetError(f"{source}: hosts.{host}: host is in no group")
         if not isinstance(data, dict):
             raise FleetError(f"{source}: hosts.{host}: expected a table of host data")
+    for group, hosts in groups.items():
+        out[group] = [(h, dict(host_data.get(h, {}))) for h in hosts]
     return out

@@ -60,14 +60,14 @@ def context(
         raise OperationError("give either tar (local context) or git_url + git_ref")
     if not digest:
         raise OperationError("digest is required")
+    if git_url is not None and not git_ref:
+        raise OperationError("git_ref is required with git_url")
     context_dir = f"{build_dir}/context"
     marker = f"{build_dir}/context.digest"
     if host.get_fact(ContextMarker, marker_path=marker) == digest:
         host.noop(f"build context {digest[:12]} already in {context_dir}")
         return
     if git_url is not None:
-        if not git_ref:
-            raise OperationError("git_ref is required with git_url")
         yield commands.git_context(git_url, git_ref, context_dir, marker, digest)
         return
     tar_path = f"{build_dir}/context.tar"
@@ -128,11 +128,18 @@ def image(
     if not inputs:
         raise OperationError("inputs (the inputs hash) is required")
 
-    state = host.get_fact(BuildHost, image_ref=image_ref)
-    problems = list(state["problems"])
-    if state["free_gb"] is not None and state["free_gb"] < min_free_gb:
+    facts = host.get_fact(BuildHost, image_ref=image_ref)
+    current = facts["image"]
+    if not facts["problems"] and current and current["inputs"] == inputs and not force:
+        host.noop(
+            f"{image_ref} is up to date: image {current['id'][:19]} was built from inputs {inputs[:19]}"
+        )
+        return
+    # Disk is checked only when a bake would run: the last build may have used it.
+    problems = list(facts["problems"])
+    if facts["free_gb"] is not None and facts["free_gb"] < min_free_gb:
         problems.append(
-            f"only {state['free_gb']} GB free under {state['docker_root']} "
+            f"only {facts['free_gb']} GB free under {facts['docker_root']} "
             f"(min_free_disk_gb = {min_free_gb}): free space (docker system prune) or lower the threshold"
         )
     if problems:
@@ -141,12 +148,6 @@ def image(
         yield commands.fail(message)
         return
 
-    current = state["image"]
-    if current and current["inputs"] == inputs and not force:
-        host.noop(
-            f"{image_ref} is up to date: image {current['id'][:19]} was built from inputs {inputs[:19]}"
-        )
-        return
     if current and not force:
         logger.info(
             f"{host.print_prefix}bake needed: {image_ref} has inputs "

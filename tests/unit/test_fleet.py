@@ -91,15 +91,8 @@ BAD = [
     ),
     ({"groups": {"gpu": ["@ssh/x"]}}, f"{S}: groups.gpu: host name '@ssh/x' is not valid"),
     ({"groups": {"gpu": ["h"]}, "hosts": {"other": {}}}, f"{S}: hosts.other: host is in no group"),
-    pytest.param(
-        {"groups": {"gpu": ["h"]}, "hosts": {"h": "x"}},
-        f"{S}: hosts.h: expected a table of host data",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="bug: dict(host_data[h]) runs before the table check, so a host that is "
-            "in a group and has non-table data raises a bare ValueError, not FleetError",
-        ),
-    ),
+    ({"groups": {"gpu": ["h"]}, "hosts": {"h": "x"}}, f"{S}: hosts.h: expected a table of host data"),
+    ({"groups": {"gpu": ["h"]}, "hosts": ["h"]}, f"{S}: hosts: expected [hosts.NAME] tables of host data"),
     ({"groups": {"gpu": ["h"]}, "hosts": {"other": "x"}}, f"{S}: hosts.other: host is in no group"),
 ]
 
