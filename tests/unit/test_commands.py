@@ -67,7 +67,9 @@ def test_bake_without_load():
         load=False,
         tail_lines=5,
     ) == (
-        "exec 9>>/opt/b/build.lock && if ! flock -n 9; then " + LOCK_BUSY + "cd /opt/b/context || exit 1; "
+        "exec 9>>/opt/b/build.lock && if ! flock -n 9; then "
+        + LOCK_BUSY
+        + "cd /opt/b/context || exit 1; "
         "if docker image inspect reg/img:latest >/dev/null 2>&1; then "
         "docker tag reg/img:latest reg/img:latest-previous; fi && "
         "env A=1 B='x y' docker buildx bake -f docker-bake.hcl --progress=plain complete-cuda "

@@ -91,8 +91,14 @@ BAD = [
     ),
     ({"groups": {"gpu": ["@ssh/x"]}}, f"{S}: groups.gpu: host name '@ssh/x' is not valid"),
     ({"groups": {"gpu": ["h"]}, "hosts": {"other": {}}}, f"{S}: hosts.other: host is in no group"),
-    ({"groups": {"gpu": ["h"]}, "hosts": {"h": "x"}}, f"{S}: hosts.h: expected a table of host data"),
-    ({"groups": {"gpu": ["h"]}, "hosts": ["h"]}, f"{S}: hosts: expected [hosts.NAME] tables of host data"),
+    (
+        {"groups": {"gpu": ["h"]}, "hosts": {"h": "x"}},
+        f"{S}: hosts.h: expected a table of host data",
+    ),
+    (
+        {"groups": {"gpu": ["h"]}, "hosts": ["h"]},
+        f"{S}: hosts: expected [hosts.NAME] tables of host data",
+    ),
     ({"groups": {"gpu": ["h"]}, "hosts": {"other": "x"}}, f"{S}: hosts.other: host is in no group"),
 ]
 
