@@ -41,6 +41,8 @@ from typing import Any
 import docker
 import docker.errors
 import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGES_DIR = Path(__file__).resolve().parent / "images"
@@ -358,14 +360,23 @@ class Fleet:
         return {LABEL: self.run_id, LABEL_HOST: host.name, LABEL_OWNER: self.owner}
 
     def _make_client_key(self) -> None:
+        """A fresh ed25519 key pair for this run (cryptography: no ssh-keygen needed here)."""
         if self.key_file.exists():
             return
-        _run(
-            [
-                "ssh-keygen", "-q", "-t", "ed25519", "-N", "",
-                "-C", f"sagefleet-testfleet-{self.run_id}", "-f", str(self.key_file),
-            ]
-        )  # fmt: skip
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private)
+        comment = f" sagefleet-testfleet-{self.run_id}\n".encode()
+        self.key_file.with_suffix(".pub").write_bytes(public + comment)
 
     def _create(self, host: TestHost, image: str) -> None:
         kw: dict[str, Any] = {}
