@@ -110,6 +110,8 @@ def test_fault_helpers(fleet_factory) -> None:
     proc = fleet.pyinfra("exec", "--", "true")
     assert proc.returncode != 0 and not _succeeded(_out(proc), a), _out(proc)
     assert _succeeded(_out(proc), b), _out(proc)
+    with pytest.raises(harness.FleetError, match=rf"^{a} .*sshd did not answer within 1s"):
+        fleet.wait_ssh_host(a, timeout=1)
     fleet.start_sshd(a)
     fleet.stop(b)
     assert fleet.exec(a, "echo hi").output == "hi\n"
