@@ -247,3 +247,14 @@ def test_gate_catches_missing_sageattn3_where_required(project):
         project["set_pins"](NEW_BUILD)
     assert proc.returncode != 0, proc.output
     assert "requires sageattn3, which is not installed" in proc.output
+
+
+def test_preflight_failure_names_the_fix_and_changes_nothing(project):
+    """Too little disk for a bake: the host fails with what to do; the image stays."""
+    current = image_id(project["image"])
+    proc = deploy(project, "--data", "force_rebuild=true", "--data", "min_free_disk_gb=1000000")
+    assert proc.returncode != 0, proc.output
+    assert "preflight failed: only" in proc.output
+    assert "min_free_disk_gb = 1000000" in proc.output
+    assert "docker system prune" in proc.output
+    assert image_id(project["image"]) == current
