@@ -36,7 +36,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 test: setup
-	bash scripts/setup-fleet-images
+	bash scripts/setup-fleet-images --build
 	$(BIN)/ruff check .
 	SAGEFLEET_REQUIRE_ENGINE=1 $(BIN)/pytest -q -ra
 
