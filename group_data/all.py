@@ -72,3 +72,28 @@ verify_min_cosine = 0.99
 verify_max_rel_l1 = 0.1
 probe_quick = True  # 4 shapes per kernel instead of 16
 probe_timeout_s = 300  # per kernel, in its own subprocess
+
+# --- Rollout to GPU nodes (python -m sagefleet.rollout; docs/rollout.md) ------
+# Build hosts push the image to the registry in registry_url (bake --push); GPU
+# nodes pull exactly the pushed digest and (re)start the ComfyUI container.
+# Registry credentials: SAGEFLEET_REGISTRY_USER + SAGEFLEET_REGISTRY_PASSWORD_FILE
+# (or SAGEFLEET_REGISTRY_PASSWORD) in the control machine's environment, or this
+# path on the control machine of a docker config.json. Never put them here.
+registry_auth_file = None
+state_dir = "/var/lib/sagefleet"  # on each host: previous digest, registry config, probe results
+service_name = "comfyui"  # the container's name on GPU nodes
+service_port = 8188  # published on the node; the health check asks http://127.0.0.1:<port>/
+service_restart = "unless-stopped"
+service_volumes = {  # host path: container path
+    "/opt/comfyui/models": "/app/ComfyUI/models",
+    "/opt/comfyui/output": "/app/ComfyUI/output",
+}
+service_cli_args = []  # CLI_ARGS; --use-sage-attention is added where the node's probe says so
+health_timeout_s = 60  # the port must answer within this; then no restart and no fallback line
+rollout_batch_size = 2  # nodes per batch after the canary group
+rollout_canary_group = "canary"  # goes first, alone; an empty or missing group: no canary
+verify_on_nodes = True  # probe + verification gate of the pulled image on each node
+# Set per run by sagefleet.rollout through --data (leave None here).
+target_image = None
+rollout_action = None
+rollout_results_dir = None

@@ -120,3 +120,113 @@ def probe(
         f'{" ".join(q(a) for a in run)} < {q(probe_path)} > "$out.tmp" && '
         f'mv "$out.tmp" "$out"'
     )
+
+
+# --------------------------------------------------------------------------- rollout
+
+SETTINGS_LABEL = "org.sagefleet.settings"
+HEALTH_FALLBACK_LINE = "using pytorch attention instead"
+
+
+def registry_of(image_ref: str) -> str:
+    """The registry host[:port] of an image reference ('docker.io' when it names none)."""
+    first, _, rest = image_ref.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def repository_of(image_ref: str) -> str:
+    """The repository of a reference, without tag or digest."""
+    name = image_ref.split("@", 1)[0]
+    head, _, tail = name.rpartition("/")
+    if ":" in tail:
+        tail = tail.split(":", 1)[0]
+    return f"{head}/{tail}" if head else tail
+
+
+def docker_config_json(registry: str, user: str, password: str) -> bytes:
+    """A docker config.json holding one registry login (goes to a mode-600 file, never argv)."""
+    import base64
+    import json
+
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return (json.dumps({"auths": {registry: {"auth": auth}}}, indent=1) + "\n").encode()
+
+
+def bake_push(
+    context_dir: str,
+    bake_files: Sequence[str],
+    target: str,
+    variables: Mapping[str, str],
+    metadata_path: str,
+    inputs_path: str,
+    inputs: str,
+    log_path: str,
+    lock_path: str,
+    docker_config: str | None = None,
+    tail_lines: int = 60,
+) -> str:
+    """`docker buildx bake --push --metadata-file` (the build cache makes it a push of
+    the image just built); on success records which inputs were pushed."""
+    env = dict(variables)
+    if docker_config:
+        env["DOCKER_CONFIG"] = docker_config
+    env_s = " ".join(f"{k}={q(v)}" for k, v in sorted(env.items()))
+    files = " ".join(f"-f {q(f)}" for f in bake_files)
+    run = (
+        f"rm -f {q(metadata_path)} {q(inputs_path)} && "
+        f"env {env_s} docker buildx bake {files} --progress=plain --push "
+        f"--metadata-file {q(metadata_path)} {q(target)} >{q(log_path)} 2>&1 || "
+        f"{{ rc=$?; printf '%s\\n' {q(f'sagefleet: push of {target} failed; last lines of {log_path}:')} >&2; "
+        f"tail -n {int(tail_lines)} {q(log_path)} >&2; exit $rc; }}"
+    )
+    record = f"printf '%s\\n' {q(inputs)} > {q(inputs_path)}"
+    return with_lock(lock_path, f"cd {q(context_dir)} || exit 1; {run} && {record}")
+
+
+def pull(image: str, docker_config: str | None = None) -> str:
+    """Pull one image (by digest) with the registry login in docker_config, if any."""
+    env = f"env DOCKER_CONFIG={q(docker_config)} " if docker_config else ""
+    return f"{env}docker pull -q {q(image)} >/dev/null"
+
+
+def service_args(
+    name: str,
+    image: str,
+    port: int,
+    restart: str,
+    volumes: Sequence[tuple[str, str]],
+    cli_args: Sequence[str],
+    gpus: bool,
+    settings: str,
+) -> list[str]:
+    """The `docker run` argv of the ComfyUI service container."""
+    argv = ["docker", "run", "-d", "--name", name, "--restart", restart]
+    argv += ["--label", f"{SETTINGS_LABEL}={settings}"]
+    argv += ["-p", f"{int(port)}:{int(port)}", "-e", f"COMFY_PORT={int(port)}"]
+    argv += ["-e", "CLI_ARGS=" + " ".join(cli_args)]
+    for src, dst in volumes:
+        argv += ["-v", f"{src}:{dst}"]
+    argv += ["--gpus", "all"] if gpus else []
+    return [*argv, image]
+
+
+def start_service(
+    name: str,
+    image: str,
+    run_argv: Sequence[str],
+    volumes: Sequence[tuple[str, str]],
+    state_dir: str,
+) -> str:
+    """Replace the service container; first record the digest it ran before (rollback)."""
+    prev = f"{state_dir}/previous-image"
+    dirs = " ".join(q(src) for src, _ in volumes)
+    return (
+        f"mkdir -p {q(state_dir)} {dirs} && "
+        f"old=$(docker inspect -f '{{{{.Config.Image}}}}' {q(name)} 2>/dev/null || true) && "
+        f'if [ -n "$old" ] && [ "$old" != {q(image)} ]; then '
+        f"printf '%s\\n' \"$old\" > {q(prev + '.tmp')} && mv {q(prev + '.tmp')} {q(prev)}; fi && "
+        f"{{ docker rm -f {q(name)} >/dev/null 2>&1 || true; }} && "
+        f"{' '.join(q(a) for a in run_argv)} >/dev/null"
+    )

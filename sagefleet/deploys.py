@@ -142,3 +142,305 @@ def collect_host_record(out_dir: str) -> dict:
         json.dump(record, f, indent=2)
     os.replace(path + ".tmp", path)
     return record
+
+
+# --------------------------------------------------------------------------- rollout
+# Build hosts push (publish_image); GPU nodes pull one digest and (re)start the
+# service (rollout_node). Each writes one JSON result per host into
+# rollout_results_dir on the control machine, which sagefleet.rollout reads.
+
+REGISTRY_USER_ENV = "SAGEFLEET_REGISTRY_USER"
+REGISTRY_PASSWORD_ENV = "SAGEFLEET_REGISTRY_PASSWORD"
+REGISTRY_PASSWORD_FILE_ENV = "SAGEFLEET_REGISTRY_PASSWORD_FILE"
+
+
+def registry_config(pins, registry: str, environ=None) -> bytes | None:
+    """The docker config.json to log in to registry, from the control machine only:
+    pins.registry_auth_file (a config.json), else $SAGEFLEET_REGISTRY_USER with
+    $SAGEFLEET_REGISTRY_PASSWORD_FILE (or $SAGEFLEET_REGISTRY_PASSWORD); None: no login."""
+    import os
+
+    from .commands import docker_config_json
+
+    environ = os.environ if environ is None else environ
+    if pins.registry_auth_file:
+        return Path(pins.registry_auth_file).read_bytes()
+    user = environ.get(REGISTRY_USER_ENV)
+    if not user:
+        return None
+    if environ.get(REGISTRY_PASSWORD_FILE_ENV):
+        password = Path(environ[REGISTRY_PASSWORD_FILE_ENV]).read_text().rstrip("\n")
+    elif environ.get(REGISTRY_PASSWORD_ENV):
+        password = environ[REGISTRY_PASSWORD_ENV]
+    else:
+        raise ValueError(
+            f"{REGISTRY_USER_ENV} is set but neither {REGISTRY_PASSWORD_FILE_ENV} "
+            f"nor {REGISTRY_PASSWORD_ENV}"
+        )
+    return docker_config_json(registry, user, password)
+
+
+def registry_login(pins, registry: str) -> str | None:
+    """Upload the registry login as <state_dir>/registry/config.json (dir 700, file
+    600) and return that DOCKER_CONFIG directory; None when no login is configured.
+    The secret travels by SFTP, never on a command line or in pyinfra's output."""
+    from io import BytesIO
+
+    config = registry_config(pins, registry)
+    if config is None:
+        return None
+    config_dir = f"{pins.state_dir}/registry"
+    files.directory(name="Registry login directory", path=config_dir, mode="700")
+    files.put(
+        name=f"Registry login for {registry}",
+        src=BytesIO(config),
+        dest=f"{config_dir}/config.json",
+        mode="600",
+    )
+    return config_dir
+
+
+def bake_inputs(pins) -> tuple[dict[str, str], str, str | None]:
+    """(bake variables, inputs hash, CA path on the host) as build_image computes them."""
+    requirements = render_requirements(pins.template_context())
+    git = pins.build_context if isinstance(pins.build_context, GitContext) else None
+    if git:
+        context_digest = f"git:{git.git}@{git.ref}"
+    else:
+        context_digest = build_context(pins.build_context or DEFAULT_CONTEXT, PROJECT_ROOT).digest
+    variables = bake_variables(pins)
+    inputs = inputs_hash(context_digest, requirements, pins.bake_files, pins.bake_target, variables)
+    ca_path = f"{pins.build_dir}/secrets/pip-ca.pem" if pins.pip_ca_bundle else None
+    return variables, inputs, ca_path
+
+
+def write_result(results_dir: str | None, record: dict) -> None:
+    """One JSON document per host on the control machine (atomic)."""
+    import json
+    import os
+
+    if not results_dir:
+        return
+    os.makedirs(results_dir, exist_ok=True)
+    path = os.path.join(results_dir, f"{record['host'].replace('/', '_')}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+def _record_published(pins, inputs: str, results_dir: str | None) -> None:
+    from .facts import PublishedImage
+
+    published = host.get_fact(PublishedImage, push_dir=f"{pins.build_dir}/push")
+    digest = PublishedImage.digest(published, pins.bake_target)
+    if not digest or published["inputs"] != inputs:
+        raise RuntimeError(f"no pushed digest for inputs {inputs[:19]} in {pins.build_dir}/push")
+    repo = pins.image_ref.rsplit(":", 1)[0]
+    write_result(
+        results_dir,
+        {
+            "host": host.name,
+            "action": "publish",
+            "status": "published",
+            "image": f"{repo}@{digest}",
+            "inputs": inputs,
+        },
+    )
+
+
+@deploy("Publish the image to the registry")
+def publish_image():
+    """Build (if inputs changed) and verify, then push with bake and record the digest."""
+    from pyinfra.operations import python
+
+    from .commands import registry_of
+
+    pins = host_pins(host)
+    build_image()
+    docker_config = registry_login(pins, registry_of(pins.image_ref))
+    variables, inputs, ca_path = bake_inputs(pins)
+    operations.push(
+        name=f"Push {pins.image_ref}",
+        build_dir=pins.build_dir,
+        target=pins.bake_target,
+        image_ref=pins.image_ref,
+        inputs=inputs,
+        bake_files=pins.bake_files,
+        variables=variables,
+        ca_bundle_path=ca_path,
+        docker_config=docker_config,
+    )
+    python.call(
+        name="Record the pushed digest",
+        function=_record_published,
+        pins=pins,
+        inputs=inputs,
+        results_dir=pins.rollout_results_dir,
+    )
+
+
+def _service_kwargs(pins, image: str) -> dict:
+    return dict(
+        container=pins.service_name,
+        image=image,
+        port=pins.service_port,
+        state_dir=pins.state_dir,
+        restart=pins.service_restart,
+        volumes=pins.service_volumes,
+        cli_args=pins.service_cli_args,
+        probe_dir=f"{pins.state_dir}/probe" if pins.verify_on_nodes else None,
+    )
+
+
+def _check_and_record(pins, action: str, image: str, before: dict, results_dir: str | None):
+    """After the service step: health check, then this host's result (raise: host fails)."""
+    from .facts import ServiceHealth, ServiceState
+
+    health = host.get_fact(
+        ServiceHealth,
+        container=pins.service_name,
+        port=pins.service_port,
+        timeout_s=pins.health_timeout_s,
+    )
+    after = host.get_fact(ServiceState, container=pins.service_name, state_dir=pins.state_dir)
+    was = before["container"] or {}
+    now = after["container"] or {}
+    if was.get("image") != now.get("image"):
+        status = "moved"
+    elif was.get("id") != now.get("id"):
+        status = "restarted"
+    else:
+        status = "unchanged"
+    record = {
+        "host": host.name,
+        "action": action,
+        "status": status if health["healthy"] else "failed",
+        "before": was.get("image"),
+        "after": now.get("image"),
+        "target": image,
+        "previous": after["previous"],
+        "health": health,
+        "reason": "; ".join(health["problems"]) or None,
+    }
+    write_result(results_dir, record)
+    if not health["healthy"]:
+        raise RuntimeError(f"health check failed: {record['reason']}")
+
+
+def _preview(pins, action: str) -> None:
+    """Plan-time only (run under --dry): current -> target and whether it would restart."""
+    from .facts import ImagePresent, ProbeResult, ServiceState
+
+    svc = host.get_fact(ServiceState, container=pins.service_name, state_dir=pins.state_dir)
+    current = (svc["container"] or {}).get("image")
+    image = svc["previous"] if action == "rollback" else pins.target_image
+    record = {"host": host.name, "action": "preview", "current": current, "target": image}
+    if not image:
+        record.update(restart=False, reason="no target (no previous digest recorded)")
+    else:
+        use_sage = False
+        if pins.verify_on_nodes and host.get_fact(ImagePresent, image_ref=image):
+            use_sage = operations.use_sage_attention(
+                host.get_fact(ProbeResult, image_ref=image, results_dir=f"{pins.state_dir}/probe")
+            )
+        kw = _service_kwargs(pins, image)
+        _, settings = operations.desired_service(
+            kw["container"],
+            image,
+            kw["port"],
+            kw["restart"],
+            kw["volumes"],
+            kw["cli_args"],
+            svc["nvidia_runtime"],
+            use_sage,
+        )
+        reason = operations.restart_reason(svc["container"], image, settings)
+        record.update(restart=reason is not None, reason=reason)
+    write_result(pins.rollout_results_dir, record)
+
+
+@deploy("Roll out the ComfyUI service")
+def rollout_node():
+    """On a GPU node: pull the target digest (rollback: the recorded previous one),
+    probe + gate it, (re)start the service only if its digest or settings changed,
+    then the health check; the result goes to rollout_results_dir."""
+    from pyinfra.operations import python, server
+
+    from .commands import registry_of
+    from .facts import ServiceState
+
+    pins = host_pins(host)
+    action = pins.rollout_action or "deploy"
+    if action == "preview":
+        return _preview(pins, "deploy" if pins.target_image else "rollback")
+    before = host.get_fact(ServiceState, container=pins.service_name, state_dir=pins.state_dir)
+    if action == "rollback":
+        image = before["previous"]
+        if not image:
+            server.shell(
+                name="Rollback target",
+                commands=["echo 'sagefleet: no previous digest recorded on this node' >&2; exit 1"],
+            )
+            return
+    else:
+        image = pins.target_image
+        if not image:
+            raise ValueError("target_image (repo@sha256:...) is required for a rollout")
+    docker_config = registry_login(pins, registry_of(image))
+    operations.pull(
+        name=f"Pull {image.split('@')[1][:19]}", image=image, docker_config=docker_config
+    )
+    if pins.verify_on_nodes:
+        probe_path = f"{pins.state_dir}/probe.py"
+        files.directory(name="State directory", path=pins.state_dir, mode="755")
+        files.put(
+            name="Probe script",
+            src=str(PROJECT_ROOT / "sagefleet" / "probe.py"),
+            dest=probe_path,
+            mode="644",
+        )
+        operations.probe(
+            name="Kernel probe",
+            build_dir=pins.state_dir,
+            image_ref=image,
+            probe_path=probe_path,
+            quick=pins.probe_quick,
+            timeout_s=pins.probe_timeout_s,
+        )
+        operations.gate(
+            name="Verification gate",
+            build_dir=pins.state_dir,
+            image_ref=image,
+            expect=expectation(pins),
+        )
+    operations.service(name=f"Service {pins.service_name}", **_service_kwargs(pins, image))
+    python.call(
+        name="Health check",
+        function=_check_and_record,
+        pins=pins,
+        action=action,
+        image=image,
+        before=before,
+        results_dir=pins.rollout_results_dir,
+    )
+
+
+def publish_preview() -> None:
+    """Plan-time only (--dry): the digest this build host pushed last, and whether
+    its inputs still match the pins (else a build + push would run first)."""
+    from .facts import PublishedImage
+
+    pins = host_pins(host)
+    _, inputs, _ = bake_inputs(pins)
+    published = host.get_fact(PublishedImage, push_dir=f"{pins.build_dir}/push")
+    digest = PublishedImage.digest(published, pins.bake_target)
+    repo = pins.image_ref.rsplit(":", 1)[0]
+    write_result(
+        pins.rollout_results_dir,
+        {
+            "host": host.name,
+            "action": "publish-preview",
+            "image": f"{repo}@{digest}" if digest else None,
+            "up_to_date": bool(digest) and published["inputs"] == inputs,
+        },
+    )

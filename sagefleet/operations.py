@@ -14,7 +14,14 @@ from pyinfra.api import OperationError, operation
 from pyinfra.operations import files
 
 from . import commands
-from .facts import BuildHost, ContextMarker, ProbeResult
+from .facts import (
+    BuildHost,
+    ContextMarker,
+    ImagePresent,
+    ProbeResult,
+    PublishedImage,
+    ServiceState,
+)
 from .verify import Expectation, describe, gate_failures
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -232,3 +239,192 @@ def gate(build_dir: str, image_ref: str, expect: Expectation):
         yield commands.fail(message)
         return
     host.noop(f"verified image {image_id}: {describe(stored['result'])}")
+
+
+# --------------------------------------------------------------------------- rollout
+
+_DIGEST_REF_RE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+
+
+def _require_digest_ref(image: str) -> None:
+    if not isinstance(image, str) or not _DIGEST_REF_RE.match(image):
+        raise OperationError(
+            f"image must be pinned by digest (repo@sha256:<64 hex>), got {image!r}: "
+            "GPU nodes never run a moving tag"
+        )
+
+
+@operation()
+def push(
+    build_dir: str,
+    target: str,
+    image_ref: str,
+    inputs: str,
+    bake_files: Sequence[str] = ("docker-bake.hcl",),
+    variables: Mapping[str, str] | None = None,
+    ca_bundle_path: str | None = None,
+    docker_config: str | None = None,
+):
+    """
+    Push the image of ``target`` with ``docker buildx bake --push`` and keep bake's
+    ``--metadata-file`` (its ``containerimage.digest`` is what GPU nodes pull).
+
+    + build_dir: holds ``context/`` and ``push/`` (metadata.json, inputs)
+    + target, image_ref, inputs, bake_files, variables, ca_bundle_path: as for
+      ``sagefleet.operations.image`` (same values, so bake reuses the build cache)
+    + docker_config: directory on the host with the registry login (config.json, mode 600)
+
+    Idempotence: the inputs hash of the last successful push is kept in
+    ``push/inputs``; equal inputs and a digest in ``push/metadata.json`` for the
+    same image name mean nothing to do. Credentials go through ``DOCKER_CONFIG``,
+    never the command line.
+    """
+    _require_abs("build_dir", build_dir)
+    if not _NAME_RE.match(target or ""):
+        raise OperationError(f"invalid bake target {target!r}")
+    if not inputs:
+        raise OperationError("inputs (the inputs hash) is required")
+    push_dir = f"{build_dir}/push"
+    published = host.get_fact(PublishedImage, push_dir=push_dir)
+    digest = PublishedImage.digest(published, target)
+    name = ((published.get("metadata") or {}).get(target) or {}).get("image.name")
+    if published["inputs"] == inputs and digest and name == image_ref:
+        host.noop(f"{image_ref} (inputs {inputs[:19]}) already pushed as {digest[:19]}")
+        return
+    variables = dict(variables or {})
+    variables["SAGEFLEET_INPUTS"] = inputs
+    if ca_bundle_path:
+        variables["PIP_CA_BUNDLE"] = ca_bundle_path
+    yield f"mkdir -p {commands.q(push_dir)}"
+    yield commands.bake_push(
+        context_dir=f"{build_dir}/context",
+        bake_files=bake_files,
+        target=target,
+        variables=variables,
+        metadata_path=f"{push_dir}/metadata.json",
+        inputs_path=f"{push_dir}/inputs",
+        inputs=inputs,
+        log_path=f"{build_dir}/push.log",
+        lock_path=f"{build_dir}/build.lock",
+        docker_config=docker_config,
+    )
+
+
+@operation()
+def pull(image: str, docker_config: str | None = None):
+    """
+    Pull exactly one digest (``repo@sha256:...``) onto a GPU node.
+
+    + image: the image pinned by digest; a tag is refused
+    + docker_config: directory on the host with the registry login
+
+    Idempotence: an image already present under that digest means nothing to do.
+    """
+    _require_digest_ref(image)
+    present = host.get_fact(ImagePresent, image_ref=image)
+    if present:
+        host.noop(f"{image.split('@')[1][:19]} already pulled (image {present[:19]})")
+        return
+    yield commands.pull(image, docker_config)
+
+
+def service_settings(run_argv: Sequence[str]) -> str:
+    """Hash of everything the container is started with (image included)."""
+    import hashlib
+    import json
+
+    return "sha256:" + hashlib.sha256(json.dumps(list(run_argv)).encode()).hexdigest()
+
+
+def restart_reason(container: dict | None, image: str, settings: str) -> str | None:
+    """Why the service must be (re)started, or None when it runs as wanted (pure)."""
+    if not container:
+        return "no service container yet"
+    if container.get("image") != image:
+        return f"runs {container.get('image')}, want {image}"
+    if (container.get("labels") or {}).get(commands.SETTINGS_LABEL) != settings:
+        return "settings changed (port, volumes, CLI_ARGS, restart policy or GPUs)"
+    if container.get("status") != "running":
+        return f"container is {container.get('status')}"
+    return None
+
+
+def use_sage_attention(stored_probe: dict) -> bool:
+    """The probe's own recommendation for this node and image (False when not probed)."""
+    result = stored_probe.get("result") or {}
+    return bool((result.get("recommendation") or {}).get("use_sage_attention"))
+
+
+def desired_service(
+    container: str,
+    image: str,
+    port: int,
+    restart: str,
+    volumes: Sequence[tuple[str, str]],
+    cli_args: Sequence[str],
+    gpus: bool,
+    use_sage: bool,
+) -> tuple[list[str], str]:
+    """(docker run argv, settings hash) of the service as it should run."""
+    args = list(cli_args) + (["--use-sage-attention"] if use_sage else [])
+    bare = commands.service_args(container, image, port, restart, volumes, args, gpus, "")
+    settings = service_settings(bare)
+    return commands.service_args(
+        container, image, port, restart, volumes, args, gpus, settings
+    ), settings
+
+
+@operation()
+def service(
+    container: str,
+    image: str,
+    port: int,
+    state_dir: str,
+    restart: str = "unless-stopped",
+    volumes: Sequence[tuple[str, str]] = (),
+    cli_args: Sequence[str] = (),
+    probe_dir: str | None = None,
+):
+    """
+    Run the ComfyUI container from exactly ``image`` (repo@sha256:...).
+
+    + container: the container's name
+    + image: the image pinned by digest
+    + port: published on the node and given to the image as ``COMFY_PORT``
+    + state_dir: ``previous-image`` there records what ran before (rollback)
+    + restart: Docker restart policy
+    + volumes: (host path, container path) pairs; host paths are created
+    + cli_args: ``CLI_ARGS``; ``--use-sage-attention`` is added where the node's
+      stored probe of this image (``probe_dir``) recommends it
+    + probe_dir: where ``sagefleet.operations.probe`` stored results on this node
+
+    ``--gpus all`` is passed where the engine has the NVIDIA runtime. Idempotence:
+    the running container's image reference and its ``org.sagefleet.settings``
+    label (hash of the whole ``docker run`` line) are compared with what is
+    wanted; equal and running means nothing to do, else the container is replaced.
+    """
+    _require_digest_ref(image)
+    _require_abs("state_dir", state_dir)
+    if not _NAME_RE.match(container or ""):
+        raise OperationError(f"invalid container name {container!r}")
+    for src, dst in volumes:
+        _require_abs("volume host path", src)
+        _require_abs("volume container path", dst)
+    svc = host.get_fact(ServiceState, container=container, state_dir=state_dir)
+    if not svc["docker"]:
+        yield commands.fail("the Docker engine is not reachable on this GPU node: start dockerd")
+        return
+    use_sage = False
+    if probe_dir:
+        use_sage = use_sage_attention(
+            host.get_fact(ProbeResult, image_ref=image, results_dir=probe_dir)
+        )
+    argv, settings = desired_service(
+        container, image, port, restart, volumes, cli_args, svc["nvidia_runtime"], use_sage
+    )
+    reason = restart_reason(svc["container"], image, settings)
+    if reason is None:
+        host.noop(f"{container} already runs {image.split('@')[1][:19]} with these settings")
+        return
+    logger.info(f"{host.print_prefix}(re)start {container}: {reason}")
+    yield commands.start_service(container, image, argv, volumes, state_dir)

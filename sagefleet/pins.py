@@ -129,6 +129,21 @@ class Pins:
     verify_max_rel_l1: float = 0.1
     probe_quick: bool = True
     probe_timeout_s: float = 300.0
+    # Rollout to GPU nodes (sagefleet.rollout, docs/rollout.md).
+    state_dir: str = "/var/lib/sagefleet"
+    registry_auth_file: str | None = None
+    service_name: str = "comfyui"
+    service_port: int = 8188
+    service_restart: str = "unless-stopped"
+    service_volumes: tuple[tuple[str, str], ...] = ()
+    service_cli_args: tuple[str, ...] = ()
+    health_timeout_s: float = 60.0
+    rollout_batch_size: int = 2
+    rollout_canary_group: str = "canary"
+    verify_on_nodes: bool = True
+    target_image: str | None = None
+    rollout_action: str | None = None
+    rollout_results_dir: str | None = None
 
     @property
     def image_ref(self) -> str:
@@ -191,9 +206,27 @@ _KEY_ORDER = (
     "verify_max_rel_l1",
     "probe_quick",
     "probe_timeout_s",
+    "state_dir",
+    "registry_auth_file",
+    "service_name",
+    "service_port",
+    "service_restart",
+    "service_volumes",
+    "service_cli_args",
+    "health_timeout_s",
+    "rollout_batch_size",
+    "rollout_canary_group",
+    "verify_on_nodes",
+    "target_image",
+    "rollout_action",
+    "rollout_results_dir",
 )
 KNOWN_KEYS: frozenset[str] = frozenset(_KEY_ORDER)
-_OPTIONAL_KEYS = frozenset({"build_context", "pip_ca_bundle"})
+# The rollout keys have defaults (Pins), so data written before the rollout existed
+# still validates; group_data/all.py lists them all.
+_ROLLOUT_KEYS = _KEY_ORDER[_KEY_ORDER.index("state_dir") :]
+_OPTIONAL_KEYS = frozenset({"build_context", "pip_ca_bundle", *_ROLLOUT_KEYS})
+ROLLOUT_ACTIONS = ("publish", "deploy", "rollback", "preview")
 
 # Keys that pyinfra itself and its connectors read from host.data.
 _FOREIGN_PREFIXES = (
@@ -504,6 +537,7 @@ def validate(
         verify_max_rel_l1=max_rel_l1,
         probe_quick=probe_quick,
         probe_timeout_s=probe_timeout,
+        **_rollout(c, data),
     )
 
 
@@ -649,3 +683,87 @@ def _build_context(
         value,
         "must be None, a list of relative paths, or {'git': URL, 'ref': REF}",
     )
+
+
+_SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+_RESTART = re.compile(r"(no|always|unless-stopped|on-failure(:[0-9]+)?)")
+_DIGEST_REF = re.compile(r"[^@\s]+@sha256:[0-9a-f]{64}")
+# CLI_ARGS is word-split by the image's shell: one option or value per item, no spaces.
+_CLI_ARG = re.compile(r"[A-Za-z0-9_.,:=/+-]+")
+
+
+def _rollout(c: _Checker, data: Mapping[str, object]) -> dict:
+    """The rollout keys (all optional: Pins has the defaults)."""
+    out: dict = {}
+    defaults = {f: Pins.__dataclass_fields__[f].default for f in _ROLLOUT_KEYS}
+
+    def get(key: str) -> object:
+        return data.get(key, defaults[key])
+
+    out["state_dir"] = c.abs_path("state_dir", get("state_dir"))
+    auth = get("registry_auth_file")
+    out["registry_auth_file"] = None if auth is None else c.abs_path("registry_auth_file", auth)
+    out["service_name"] = c.match(
+        "service_name",
+        c.string("service_name", get("service_name")),
+        _SERVICE_NAME,
+        "a container name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*",
+    )
+    port = get("service_port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        c.fail("service_port", port, "must be a TCP port number (1-65535)")
+    out["service_port"] = port
+    out["service_restart"] = c.match(
+        "service_restart",
+        c.string("service_restart", get("service_restart")),
+        _RESTART,
+        "a Docker restart policy (no, always, unless-stopped, on-failure[:N])",
+    )
+    volumes = get("service_volumes")
+    if not isinstance(volumes, Mapping | list | tuple):
+        c.fail("service_volumes", volumes, "must be a dict {host path: container path}")
+    pairs = volumes.items() if isinstance(volumes, Mapping) else volumes
+    checked = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            c.fail(f"service_volumes[{i}]", pair, "must be a (host path, container path) pair")
+        src, dst = pair
+        checked.append(
+            (
+                c.abs_path(f"service_volumes[{src!r}]", src),
+                c.abs_path(f"service_volumes[{src!r}]", dst),
+            )
+        )
+    out["service_volumes"] = tuple(checked)
+    args = c.string_list("service_cli_args", get("service_cli_args"))
+    for i, arg in enumerate(args):
+        c.match(f"service_cli_args[{i}]", arg, _CLI_ARG, "one option or value without spaces")
+    out["service_cli_args"] = args
+    out["health_timeout_s"] = _number(c, "health_timeout_s", get("health_timeout_s"), 1.0, None)
+    size = get("rollout_batch_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        c.fail("rollout_batch_size", size, "must be a whole number >= 1")
+    out["rollout_batch_size"] = size
+    out["rollout_canary_group"] = c.match(
+        "rollout_canary_group",
+        c.string("rollout_canary_group", get("rollout_canary_group")),
+        _NAME,
+        "a group name",
+    )
+    out["verify_on_nodes"] = c.boolean("verify_on_nodes", get("verify_on_nodes"))
+    target = get("target_image")
+    if target is not None:
+        text = c.string("target_image", target)
+        c.no_meta("target_image", text)
+        if not _DIGEST_REF.fullmatch(text) or not _IMAGE_REF.fullmatch(text):
+            c.fail("target_image", text, "must be pinned by digest: 'repo@sha256:<64 hex>'")
+        out["target_image"] = text
+    action = get("rollout_action")
+    if action is not None and action not in ROLLOUT_ACTIONS:
+        c.fail("rollout_action", action, f"must be one of {', '.join(ROLLOUT_ACTIONS)}")
+    out["rollout_action"] = action
+    results = get("rollout_results_dir")
+    out["rollout_results_dir"] = (
+        None if results is None else c.abs_path("rollout_results_dir", results)
+    )
+    return out

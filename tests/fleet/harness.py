@@ -254,6 +254,8 @@ class Fleet:
     + workdir: where the fleet file, key and known_hosts go (a temp dir if None)
     + name_prefix: container names are ``<prefix>-<run id>-<host>``
     + owner: label value saying who may reap it (default: this machine and PID)
+    + gpu_dockerd: the gpu-* hosts run their own dockerd too (kind "docker"), for
+      tests that pull and run images on GPU nodes (rollout)
 
     Examples:
         with Fleet(n_ssh=3, n_build=2) as fleet:
@@ -273,6 +275,7 @@ class Fleet:
         owner: str | None = None,
         client: docker.DockerClient | None = None,
         log: Any = None,
+        gpu_dockerd: bool = False,
     ) -> None:
         if n_ssh < 0 or n_build < 0 or n_ssh + n_build == 0:
             raise FleetError(f"need at least one host (n_ssh={n_ssh}, n_build={n_build})")
@@ -292,7 +295,7 @@ class Fleet:
             self.hosts[name] = TestHost(
                 name=name,
                 container=f"{name_prefix}-{self.run_id}-{name}",
-                kind="docker" if name in build else "ssh",
+                kind="docker" if name in build or gpu_dockerd else "ssh",
                 groups=[g for g, members in self.groups.items() if name in members],
             )
         orphans = [h.name for h in self.hosts.values() if not h.groups]
