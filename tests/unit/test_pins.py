@@ -582,3 +582,55 @@ def test_bad_input_is_refused(overrides, message):
 def test_bad_cases_are_distinct():
     assert len(BAD) >= 30
     assert len({case[2] for case in BAD}) == len(BAD)
+
+
+# --- rollout keys ------------------------------------------------------------------------------
+
+DIGEST = "172.17.0.1:5000/sagefleet/comfyui-docker/complete-cuda@sha256:" + "a" * 64
+
+
+def test_rollout_keys_of_all_py():
+    pins = validate(load("all.py"))
+    assert pins.rollout_batch_size == 2 and pins.rollout_canary_group == "canary"
+    assert pins.service_volumes == (
+        ("/opt/comfyui/models", "/app/ComfyUI/models"),
+        ("/opt/comfyui/output", "/app/ComfyUI/output"),
+    )
+    assert pins.target_image is None and pins.rollout_action is None
+
+
+def test_rollout_keys_are_optional_with_defaults():
+    data = {k: v for k, v in load("all.py").items() if k not in ("state_dir", "service_port")}
+    pins = validate(data)
+    assert pins.state_dir == "/var/lib/sagefleet" and pins.service_port == 8188
+
+
+def test_rollout_values_from_data():
+    pins = validate(merged({"target_image": DIGEST, "rollout_action": "rollback",
+                            "rollout_results_dir": "/tmp/r", "service_cli_args": ["--lowvram"]}))  # fmt: skip
+    assert pins.target_image == DIGEST and pins.rollout_action == "rollback"
+    assert pins.service_cli_args == ("--lowvram",)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"target_image": DIGEST.split("@")[0] + ":latest"}, "must be pinned by digest"),
+        ({"target_image": DIGEST + ";id"}, META),
+        ({"rollout_action": "yolo"}, "must be one of publish, deploy, rollback, preview"),
+        ({"rollout_batch_size": 0}, "must be a whole number >= 1"),
+        ({"rollout_batch_size": True}, "must be a whole number >= 1"),
+        ({"service_port": 70000}, "must be a TCP port number"),
+        ({"service_restart": "sometimes"}, "not a Docker restart policy"),
+        ({"service_cli_args": ["--listen 0.0.0.0"]}, META),
+        ({"service_cli_args": "--lowvram"}, "must be a list of strings"),
+        ({"service_volumes": {"models": "/app/models"}}, "must be an absolute path"),
+        ({"service_name": "comfy ui"}, META),
+        ({"state_dir": "/var/lib/../x"}, "must not contain '..'"),
+        ({"health_timeout_s": 0}, "must be at least 1.0"),
+    ],
+)
+def test_bad_rollout_values(overrides, message):
+    with pytest.raises(PinError) as exc:
+        validate(merged(overrides), sources(overrides))
+    assert message in str(exc.value) and str(exc.value).startswith(GROUP)

@@ -1,0 +1,222 @@
+"""Rollout: pure planning, summary, failure reasons, restart decision, facts' parsers,
+command builders (quoted; no credential on a command line)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from sagefleet import commands, operations
+from sagefleet.facts import PublishedImage, ServiceHealth, ServiceState
+from sagefleet.rollout import (
+    Summary,
+    apply_batch,
+    failure_reasons,
+    format_preview,
+    format_summary,
+    plan_batches,
+    select,
+)
+
+A = "reg:5000/s/complete-cuda@sha256:" + "a" * 64
+B = "reg:5000/s/complete-cuda@sha256:" + "b" * 64
+NODES = ["gpu-1", "gpu-2", "gpu-3", "gpu-4", "gpu-5"]
+
+
+def test_canary_first_then_batches_of_size():
+    assert plan_batches(NODES, ["gpu-1"], 2) == [["gpu-1"], ["gpu-2", "gpu-3"], ["gpu-4", "gpu-5"]]
+    assert plan_batches(NODES, [], 3) == [["gpu-1", "gpu-2", "gpu-3"], ["gpu-4", "gpu-5"]]
+    # Canary members outside the selection do not appear; order follows the nodes.
+    assert plan_batches(["gpu-2", "gpu-3"], ["gpu-1", "gpu-3"], 5) == [["gpu-3"], ["gpu-2"]]
+    with pytest.raises(ValueError):
+        plan_batches(NODES, [], 0)
+
+
+def test_select_by_host_or_group():
+    groups = {"gpu_nodes": NODES, "blackwell": ["gpu-4", "gpu-2"]}
+    assert select(groups, []) == NODES
+    assert select(groups, ["blackwell", "gpu-5"]) == ["gpu-2", "gpu-4", "gpu-5"]
+    with pytest.raises(ValueError, match="gpu-9"):
+        select(groups, ["gpu-9"])
+
+
+def test_failing_batch_halts_and_lists_untouched():
+    batches = plan_batches(NODES, ["gpu-1"], 2)
+    s = Summary("deploy", B, batches)
+    assert apply_batch(s, 0, batches[0], {"gpu-1": {"status": "unchanged"}}, 0, {})
+    results = {
+        "gpu-2": {"status": "moved", "after": B},
+        "gpu-3": {"status": "failed", "reason": "HTTP port did not answer"},
+    }
+    assert not apply_batch(s, 1, batches[1], results, 1, {})
+    assert s.moved == {"gpu-2": B} and s.unchanged == ["gpu-1"]
+    assert s.failed == {"gpu-3": "HTTP port did not answer"}
+    assert s.untouched == ["gpu-4", "gpu-5"] and s.halted_at == 1 and not s.ok
+    text = format_summary(s)
+    assert "FAILED     gpu-3: HTTP port did not answer" in text
+    assert "untouched  gpu-5" in text and "halted at batch 2 of 3" in text
+
+
+def test_no_result_file_takes_the_reason_from_output():
+    s = Summary("deploy", B, [["gpu-1"], ["gpu-2"]])
+    out = "    [gpu-1]   sagefleet: verification failed for image sha256:1: sageattention 1.0.6 != 2.2.0\n"
+    reasons = failure_reasons(out, ["gpu-1"])
+    assert not apply_batch(s, 0, ["gpu-1"], {}, 1, reasons)
+    assert s.failed == {
+        "gpu-1": "verification failed for image sha256:1: sageattention 1.0.6 != 2.2.0"
+    }
+    assert s.untouched == ["gpu-2"]
+
+
+def test_nonzero_exit_without_known_failure_still_halts():
+    s = Summary("deploy", B, [["gpu-1"], ["gpu-2"]])
+    assert not apply_batch(s, 0, ["gpu-1"], {"gpu-1": {"status": "unchanged"}}, 1, {})
+    assert s.failed == {"gpu-1": "pyinfra exited 1"} and s.untouched == ["gpu-2"]
+
+
+def test_failure_reasons_ignores_other_hosts_and_ansi():
+    out = (
+        "\x1b[31m    [gpu-2]   docker: Error response from daemon: x509: unknown authority\x1b[0m\n"
+        "    [gpu-3]   Success\n"
+    )
+    assert failure_reasons(out, ["gpu-2", "gpu-3"]) == {
+        "gpu-2": "docker: Error response from daemon: x509: unknown authority"
+    }
+
+
+def test_preview_lines():
+    records = {
+        "gpu-1": {"current": A, "target": B, "restart": True, "reason": f"runs {A}, want {B}"},
+        "gpu-2": {"current": B, "target": B, "restart": False, "reason": None},
+    }
+    text = format_preview(B, records, ["gpu-1", "gpu-2", "gpu-3"])
+    assert f"gpu-1: {A} -> {B}  [would restart" in text
+    assert f"gpu-2: {B} -> {B}  [no change]" in text
+    assert "gpu-3: no preview" in text
+
+
+# --------------------------------------------------------------------------- restart decision
+
+
+def _desired(image=B, cli=(), gpus=False, sage=False):
+    return operations.desired_service(
+        "comfyui", image, 8188, "unless-stopped", (("/m", "/app/m"),), cli, gpus, sage
+    )
+
+
+def test_restart_only_when_digest_or_settings_change():
+    argv, settings = _desired()
+    running = {"image": B, "labels": {commands.SETTINGS_LABEL: settings}, "status": "running"}
+    assert operations.restart_reason(running, B, settings) is None
+    assert "want" in operations.restart_reason({**running, "image": A}, B, settings)
+    _, other = _desired(sage=True)
+    assert other != settings
+    assert "settings changed" in operations.restart_reason(running, B, other)
+    assert "restarting" in operations.restart_reason(
+        {**running, "status": "restarting"}, B, settings
+    )
+    assert operations.restart_reason(None, B, settings) == "no service container yet"
+    assert "--gpus" in _desired(gpus=True)[0] and "--gpus" not in argv
+
+
+def test_sage_flag_only_where_the_probe_recommends_it():
+    argv, _ = _desired(cli=("--lowvram",), sage=True)
+    assert "CLI_ARGS=--lowvram --use-sage-attention" in argv
+    stored = {"result": {"recommendation": {"use_sage_attention": True}}}
+    assert operations.use_sage_attention(stored)
+    assert not operations.use_sage_attention({"result": None})
+    assert not operations.use_sage_attention(
+        {"result": {"recommendation": {"use_sage_attention": False}}}
+    )
+
+
+# --------------------------------------------------------------------------- facts
+
+
+def test_service_state_parses_container_and_previous():
+    doc = {
+        "runtimes": {"runc": {}, "nvidia": {}},
+        "container": {
+            "id": "c1",
+            "image": B,
+            "image_id": "sha256:x",
+            "labels": None,
+            "status": "running",
+            "restarts": 0,
+        },  # fmt: skip
+        "previous": A,
+    }
+    got = ServiceState().process([json.dumps(doc)])
+    assert got["nvidia_runtime"] and got["docker"] and got["previous"] == A
+    assert got["container"]["labels"] == {}
+    empty = ServiceState().process(['{"runtimes": null, "container": null, "previous": ""}'])
+    assert empty == {"docker": False, "nvidia_runtime": False, "container": None, "previous": None}
+
+
+@pytest.mark.parametrize(
+    ("line", "problems"),
+    [
+        ('{"http": true, "restarts_before": 0, "restarts_after": 0, "status": "running", "fallback_lines": 0}', []),
+        ('{"http": false, "restarts_before": 0, "restarts_after": 0, "status": "running", "fallback_lines": 0}',
+         ["HTTP port did not answer"]),
+        ('{"http": true, "restarts_before": 2, "restarts_after": 3, "status": "running", "fallback_lines": 0}',
+         ["restart-looping (restart count 2 -> 3)"]),
+        ('{"http": true, "restarts_before": 0, "restarts_after": 0, "status": "running", "fallback_lines": 1}',
+         ["log says 'using pytorch attention instead' (SageAttention fallback)"]),
+        ('{"http": false, "restarts_before": null, "restarts_after": null, "status": "missing", "fallback_lines": 0}',
+         ["container is missing, not running", "HTTP port did not answer"]),
+    ],
+)  # fmt: skip
+def test_service_health_verdicts(line, problems):
+    got = ServiceHealth().process([line])
+    assert got["problems"] == problems and got["healthy"] == (not problems)
+
+
+def test_service_health_command_greps_the_fallback_line():
+    cmd = ServiceHealth().command(container="comfyui", port=8188, timeout_s=5)
+    assert "grep -ci 'using pytorch attention instead'" in cmd and "127.0.0.1:$port" in cmd
+
+
+def test_published_image_digest_from_bake_metadata():
+    meta = {
+        "complete-cuda": {"containerimage.digest": "sha256:" + "c" * 64, "image.name": "r/x:latest"}
+    }
+    got = PublishedImage().process([f'{{"inputs": "sha256:in", "metadata": {json.dumps(meta)}}}'])
+    assert PublishedImage.digest(got, "complete-cuda") == "sha256:" + "c" * 64
+    assert (
+        PublishedImage.digest(PublishedImage().process(['{"inputs": "", "metadata": null}']), "x")
+        is None
+    )
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_pull_and_push_carry_no_credential():
+    cmd = commands.pull(B, "/var/lib/sagefleet/registry")
+    assert shlex.split(cmd)[:2] == ["env", "DOCKER_CONFIG=/var/lib/sagefleet/registry"]
+    push = commands.bake_push("/b/context", ["docker-bake.hcl"], "complete-cuda", {"A": "x y"},
+                              "/b/push/metadata.json", "/b/push/inputs", "sha256:i", "/b/push.log",
+                              "/b/build.lock", docker_config="/s/registry")  # fmt: skip
+    assert "--push --metadata-file /b/push/metadata.json complete-cuda" in push
+    assert "A='x y'" in push and "DOCKER_CONFIG=/s/registry" in push
+
+
+def test_docker_config_json_holds_the_login():
+    doc = json.loads(commands.docker_config_json("reg:5000", "u", "p@ss"))
+    assert doc == {"auths": {"reg:5000": {"auth": "dTpwQHNz"}}}
+
+
+def test_start_service_records_previous_and_quotes():
+    argv, _ = _desired(cli=("--port=1",))
+    cmd = commands.start_service("comfyui", B, argv, (("/m x", "/app/m"),), "/var/lib/sagefleet")
+    assert "/var/lib/sagefleet/previous-image" in cmd and "'/m x'" in cmd
+    assert cmd.index("previous-image") < cmd.index("docker rm -f")
+
+
+def test_registry_and_repository_of():
+    assert commands.registry_of("172.17.0.1:5000/s/x@sha256:" + "a" * 64) == "172.17.0.1:5000"
+    assert commands.registry_of("library/ubuntu:24.04") == "docker.io"
+    assert commands.repository_of("reg:5000/s/x:latest") == "reg:5000/s/x"
