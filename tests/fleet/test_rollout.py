@@ -81,7 +81,9 @@ def registry(workdir: Path, ip: str, user: str = "fleet"):
         f"auth:\n  htpasswd: {{realm: sagefleet-test, path: {workdir}/htpasswd}}\n"
     )
     log = open(workdir / "registry.log", "w")
-    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(workdir / "config.yml")], stdout=log, stderr=log)
+    proc = subprocess.Popen(
+        [REGISTRY_BIN, "serve", str(workdir / "config.yml")], stdout=log, stderr=log
+    )
     ctx = ssl.create_default_context(cafile=str(workdir / "ca.crt"))
     deadline = time.monotonic() + 20
     try:
@@ -94,7 +96,9 @@ def registry(workdir: Path, ip: str, user: str = "fleet"):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"registry did not start: {(workdir / 'registry.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"registry did not start: {(workdir / 'registry.log').read_text()[-2000:]}"
+                )
             time.sleep(0.2)
         yield {"host": f"{ip}:{port}", "user": user, "password": password, "ca": workdir / "ca.crt"}
     finally:
@@ -200,19 +204,26 @@ def rollout(env, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
         cmd += ["--summary-json", str(summary)]
     t0 = time.monotonic()
     proc = subprocess.run(
-        cmd, cwd=ROOT, env={**os.environ, **env["env"]}, capture_output=True, text=True, timeout=timeout
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **env["env"]},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     proc.seconds = time.monotonic() - t0  # type: ignore[attr-defined]
     proc.output = proc.stdout + proc.stderr  # type: ignore[attr-defined]
     proc.summary = json.loads(summary.read_text()) if summary.exists() else None  # type: ignore[attr-defined]
-    print(f"[rollout {' '.join(args)}: {proc.seconds:.1f}s rc={proc.returncode}]\n{proc.output[-3000:]}")
+    print(
+        f"[rollout {' '.join(args)}: {proc.seconds:.1f}s rc={proc.returncode}]\n{proc.output[-3000:]}"
+    )
     return proc
 
 
 def running(env, node: str) -> dict | None:
     res = env["fleet"].exec(
         node,
-        "docker inspect -f '{\"image\": {{json .Config.Image}}, \"id\": {{json .Id}}}' comfyui",
+        'docker inspect -f \'{"image": {{json .Config.Image}}, "id": {{json .Id}}}\' comfyui',
         check=False,
     )
     return json.loads(res.output) if res.exit_code == 0 else None
@@ -239,7 +250,9 @@ def make_release_b(env) -> str:
         f"printf 'FROM {a}\\nLABEL org.sagefleet.test.release=b\\n' > /root/b/Dockerfile && "
         f"docker build -q -t {tag} /root/b >/dev/null && DOCKER_CONFIG=/root/b/cfg docker push -q {tag} >/dev/null",
     )
-    digests = fleet.exec("build-1", f"docker image inspect -f '{{{{json .RepoDigests}}}}' {tag}").output
+    digests = fleet.exec(
+        "build-1", f"docker image inspect -f '{{{{json .RepoDigests}}}}' {tag}"
+    ).output
     b = next(d for d in json.loads(digests) if d.startswith(env["repo"] + "@"))
     return b
 
