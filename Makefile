@@ -6,7 +6,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run dry test unit lint engine setup demo fleet-down report clean
+.PHONY: run dry test unit lint engine setup demo fleet-down report rollout clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,9 @@ run: setup
 report: setup
 	$(BIN)/python -m sagefleet.gather
 
+rollout: setup
+	$(BIN)/python -m sagefleet.rollout
+
 dry: setup
 	$(BIN)/python -m sagefleet.main -- --dry --diff
 
@@ -37,6 +40,7 @@ unit: $(STAMP)
 
 test: setup
 	bash scripts/setup-fleet-images --build
+	bash scripts/setup-registry
 	$(BIN)/ruff check .
 	SAGEFLEET_REQUIRE_ENGINE=1 $(BIN)/pytest -q -ra
 
