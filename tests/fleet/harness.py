@@ -703,7 +703,9 @@ class Fleet:
 def labelled(client: docker.DockerClient, run_id: str | None = None) -> tuple[list, list]:
     """(containers, volumes) of one run, or of every test fleet when run_id is None."""
     label = f"{LABEL}={run_id}" if run_id else LABEL
-    containers = client.containers.list(all=True, filters={"label": label})
+    # ignore_removed: list() inspects each container after listing; another run that
+    # tears down its fleet in between must not make this call fail with a 404.
+    containers = client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
     volumes = client.volumes.list(filters={"label": label})
     return containers, volumes
 

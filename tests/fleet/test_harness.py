@@ -214,3 +214,29 @@ def test_orphans_of_a_killed_run_are_reaped(tmp_path: Path) -> None:
     assert harness.labelled(client, run_id)[0], "the orphan should exist before reaping"
     harness.reap_orphans(client)
     assert harness.labelled(client, run_id) == ([], [])
+
+
+def test_listing_survives_a_fleet_removed_by_another_run(tmp_path: Path) -> None:
+    """Regression: a second test run reaping orphans at session start listed every test
+    fleet while another run tore its own down; docker's list() inspects each listed
+    container afterwards and failed with 404, failing that run's fixture setup."""
+    if problem := harness.engine_problem():
+        pytest.skip(problem)
+    client = harness.docker_client()
+    with harness.Fleet(n_ssh=2, workdir=tmp_path / "f", client=client) as fleet:
+        victim = fleet._container("gpu-1")
+        listed = client.api.containers
+
+        def list_then_lose_one(*args: object, **kwargs: object) -> object:
+            found = listed(*args, **kwargs)
+            victim.remove(force=True)  # the other run's teardown, between list and inspect
+            return found
+
+        client.api.containers = list_then_lose_one
+        try:
+            containers, _ = harness.labelled(client)
+        finally:
+            del client.api.containers
+        names = {c.name for c in containers}
+        assert fleet.hosts["gpu-2"].container in names
+        assert victim.name not in names
