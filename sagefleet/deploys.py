@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 
 from pyinfra import host
@@ -19,6 +21,7 @@ from .context import (
     inputs_hash,
     render_requirements,
 )
+from .facts import BuildState
 from .pins import GitContext
 from .validation import host_pins
 from .verify import expectation
@@ -35,6 +38,60 @@ def bake_variables(pins) -> dict[str, str]:
     }
 
 
+PROBE_SCRIPT = PROJECT_ROOT / "sagefleet" / "probe.py"
+
+
+@functools.lru_cache(maxsize=8)
+def _local_context(paths: tuple[str, ...]):
+    """The context tarball, made once per pyinfra run rather than once per host."""
+    return build_context(paths, PROJECT_ROOT)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha1_file(path: str) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def _report_unchanged(
+    pins, digest: str, requirements: str, ca_path: str | None, inputs: str
+) -> bool:
+    """Read BuildState (one round trip); when every check of build_image's operations
+    already holds, report the host unchanged with one operation and return True."""
+    build_dir = pins.build_dir
+    want = {
+        f"{build_dir}/context/{REQUIREMENTS_PATH}": (
+            hashlib.sha1(requirements.encode()).hexdigest(),
+            "644",
+        ),
+        f"{build_dir}/probe.py": (_sha1_file(str(PROBE_SCRIPT)), "644"),
+    }
+    if ca_path:
+        want[ca_path] = (_sha1_file(str(Path(pins.pip_ca_bundle))), "600")
+    found = host.get_fact(
+        BuildState, build_dir=build_dir, image_ref=pins.image_ref, files=list(want)
+    )
+    image = found["image"]
+    if (
+        found["marker"] != digest
+        or found["build_dir_mode"] != "755"
+        or not image
+        or image["inputs"] != inputs
+        or found["probe"] is None
+        or any(found["files"].get(p) != {"sha1": s, "mode": m} for p, (s, m) in want.items())
+    ):
+        return False
+    operations.unchanged(
+        name="Up to date (build context, requirements, image, probe, gate)",
+        image_ref=pins.image_ref,
+        image_id=image["id"],
+        inputs=inputs,
+        stored_probe=found["probe"],
+        expect=expectation(pins),
+        in_place=[f"build context {digest[:12]}", *want],
+    )
+    return True
+
+
 @deploy("Build the ComfyUI image")
 def build_image():
     """Put the build context on a build host, render the pinned requirements into
@@ -49,8 +106,14 @@ def build_image():
         digest = f"git:{git.git}@{git.ref}"
         context_digest = digest
     else:
-        ctx = build_context(pins.build_context or DEFAULT_CONTEXT, PROJECT_ROOT)
+        ctx = _local_context(tuple(pins.build_context or DEFAULT_CONTEXT))
         digest = context_digest = ctx.digest
+
+    variables = bake_variables(pins)
+    inputs = inputs_hash(context_digest, requirements, pins.bake_files, pins.bake_target, variables)
+    ca_path = f"{build_dir}/secrets/pip-ca.pem" if pins.pip_ca_bundle else None
+    if not pins.force_rebuild and _report_unchanged(pins, digest, requirements, ca_path, inputs):
+        return
 
     files.directory(name="Build directory", path=build_dir, mode="755")
     operations.context(
@@ -64,20 +127,17 @@ def build_image():
         src=str(TEMPLATE),
         dest=f"{context_dir}/{REQUIREMENTS_PATH}",
         mode="644",
+        create_remote_dir=False,  # the context unpacked it; saves a round trip per host
         jinja_env_kwargs=dict(JINJA_KWARGS),
         **pins.template_context(),
     )
-    ca_path = None
-    if pins.pip_ca_bundle:
-        ca_path = f"{build_dir}/secrets/pip-ca.pem"
+    if ca_path:
         files.put(
             name="CA bundle for pip (BuildKit secret)",
             src=str(Path(pins.pip_ca_bundle)),
             dest=ca_path,
             mode="600",
         )
-    variables = bake_variables(pins)
-    inputs = inputs_hash(context_digest, requirements, pins.bake_files, pins.bake_target, variables)
     operations.image(
         name=f"Bake {pins.bake_target}",
         build_dir=build_dir,
@@ -100,9 +160,10 @@ def verify_image(pins=None):
     probe_path = f"{pins.build_dir}/probe.py"
     files.put(
         name="Probe script",
-        src=str(PROJECT_ROOT / "sagefleet" / "probe.py"),
+        src=str(PROBE_SCRIPT),
         dest=probe_path,
         mode="644",
+        create_remote_dir=False,  # the Build directory operation made build_dir
     )
     operations.probe(
         name="Kernel probe",
@@ -207,7 +268,7 @@ def bake_inputs(pins) -> tuple[dict[str, str], str, str | None]:
     if git:
         context_digest = f"git:{git.git}@{git.ref}"
     else:
-        context_digest = build_context(pins.build_context or DEFAULT_CONTEXT, PROJECT_ROOT).digest
+        context_digest = _local_context(tuple(pins.build_context or DEFAULT_CONTEXT)).digest
     variables = bake_variables(pins)
     inputs = inputs_hash(context_digest, requirements, pins.bake_files, pins.bake_target, variables)
     ca_path = f"{pins.build_dir}/secrets/pip-ca.pem" if pins.pip_ca_bundle else None

@@ -116,6 +116,63 @@ class BuildHost(FactBase):
         return result
 
 
+_BUILD_STATE_SH = r"""
+m=$(cat MARKER 2>/dev/null || true)
+d=$( [ -d BUILD_DIR ] && stat -c %a BUILD_DIR 2>/dev/null || true)
+printf '{"marker": "%s", "build_dir_mode": "%s", "files": {' "$m" "$d"
+sep=''
+for f in FILES; do
+  if [ -f "$f" ]; then
+    printf '%s"%s": {"sha1": "%s", "mode": "%s"}' "$sep" "$f" "$(sha1sum "$f" | cut -d' ' -f1)" "$(stat -c %a "$f")"
+  else printf '%s"%s": null' "$sep" "$f"; fi
+  sep=', '
+done
+printf '}, "image": '
+if img=$(docker image inspect --format '{{.Id}} {{json (index .Config.Labels "INPUTS_LABEL")}}' IMAGE_REF 2>/dev/null); then
+  id=${img%% *}
+  printf '{"id": "%s", "inputs": %s}, "probe": ' "$id" "${img#* }"
+  r=RESULTS_DIR/"${id#sha256:}".json
+  if [ -s "$r" ]; then cat "$r"; else printf null; fi
+else printf 'null, "probe": null'; fi
+printf '}\n'
+"""
+
+
+class BuildState(FactBase):
+    """
+    Everything a no-change run of ``build_image`` compares, in one round trip.
+
+    Returns ``{"marker": str | None, "build_dir_mode": str | None, "files": {path:
+    None | {"sha1", "mode"}}, "image": None | {"id", "inputs"}, "probe": dict | None}``:
+    the build context marker, the mode of build_dir (None: no directory), sha1 and
+    octal mode of each file, the image's ID and ``org.sagefleet.inputs`` label, and
+    the probe result stored for exactly that image ID.
+    """
+
+    def command(self, build_dir: str, image_ref: str, files: list[str]) -> str:
+        return (
+            _BUILD_STATE_SH.replace("MARKER", q(f"{build_dir}/context.digest"))
+            .replace("BUILD_DIR", q(build_dir))
+            .replace("FILES", " ".join(q(f) for f in files) or "''")
+            .replace("INPUTS_LABEL", INPUTS_LABEL)
+            .replace("IMAGE_REF", q(image_ref))
+            .replace("RESULTS_DIR", q(f"{build_dir}/probe"))
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        doc = json.loads("\n".join(output))
+        image = doc.get("image")
+        if image is not None:
+            image["inputs"] = image.get("inputs") or None
+        return {
+            "marker": doc.get("marker") or None,
+            "build_dir_mode": doc.get("build_dir_mode") or None,
+            "files": {k: v for k, v in (doc.get("files") or {}).items() if k},
+            "image": image,
+            "probe": doc.get("probe"),
+        }
+
+
 class ContextMarker(FactBase):
     """
     The digest of the build context last unpacked in a directory, or None.

@@ -241,6 +241,44 @@ def gate(build_dir: str, image_ref: str, expect: Expectation):
     host.noop(f"verified image {image_id}: {describe(stored['result'])}")
 
 
+@operation()
+def unchanged(
+    image_ref: str,
+    image_id: str,
+    inputs: str,
+    stored_probe: dict,
+    expect: Expectation,
+    in_place: Sequence[str] = (),
+):
+    """
+    Report a build host where nothing needs doing, decided from one ``BuildState`` read.
+
+    + image_ref, image_id, inputs: the current image, its ID and its inputs label
+    + stored_probe: the probe result stored for that image ID
+    + expect: the verification gate's demands (``sagefleet.verify.Expectation``)
+    + in_place: what was found already in place, for the noop messages
+
+    ``sagefleet.deploys.build_image`` calls this instead of its eight operations
+    only when every check they would make already holds (context digest, build
+    directory, each file's sha1 and mode, image label, stored probe result), so
+    a no-change run costs one round trip per host. The gate still applies to the
+    stored result: a failing gate fails the host here as ``gate`` does.
+    """
+    failures = gate_failures(stored_probe, expect)
+    if failures:
+        message = f"verification failed for image {image_id[:19]}: " + "; ".join(failures)
+        logger.warning(f"{host.print_prefix}{message}")
+        yield commands.fail(message)
+        return
+    host.noop(
+        f"{image_ref} is up to date: image {image_id[:19]} was built from inputs {inputs[:19]}"
+    )
+    if in_place:
+        host.noop("already in place: " + ", ".join(in_place))
+    host.noop(f"probe result for image {image_id[:19]} already stored")
+    host.noop(f"verified image {image_id[:19]}: {describe(stored_probe)}")
+
+
 # --------------------------------------------------------------------------- rollout
 
 _DIGEST_REF_RE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
