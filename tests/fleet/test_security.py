@@ -1,0 +1,156 @@
+"""Security of the real deploy over SSH, on the session fleet.
+
+- pins carrying shell metacharacters are refused before any host is contacted, from
+  every source (group_data file, host data in the fleet file, --data), and never run;
+- a host whose key does not match known_hosts is refused by the deploy;
+- the CA bundle handed to pip (a BuildKit secret) appears neither in pyinfra's output
+  (at -vvv: every command and its output) nor in any process's arguments on the
+  build hosts during the bake, nor in the image.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import harness
+import pytest
+from fleet_deploy import BAKE_OP, FleetDeploy, wheels_with
+
+pytestmark = pytest.mark.fleet
+
+MARK = "/tmp/sagefleet-pwned"
+
+
+@pytest.fixture(scope="module")
+def project(fleet: harness.Fleet) -> FleetDeploy:
+    return FleetDeploy.of(fleet)
+
+
+# (source, key, value): every value would create MARK-<id> if a shell ever ran it.
+PAYLOADS = {
+    "subst": ("group", "image_label", f"x$(touch {MARK}-subst)"),
+    "backticks": ("group", "registry_url", f"localhost/x`touch {MARK}-backticks`"),
+    "semicolon": ("group", "build_dir", f"/opt/x;touch {MARK}-semicolon"),
+    "and": ("host", "base_image", f"sagefleet/base:bookworm&&touch {MARK}-and"),
+    "newline": ("group", "sage_release_base", f"http://172.17.0.1:1/x\ntouch {MARK}-newline"),
+    "quotes": ("data", "bake_target", f"complete-cuda';touch {MARK}-quotes;'"),
+    "dquotes": ("group", "extra_requirements", [f'piexif==1.1.3";touch {MARK}-dquotes;"']),
+    "build_tag": ("host", "sage_wheels", wheels_with(f"290.129$(touch {MARK}-build_tag)")),
+}
+
+
+@pytest.mark.parametrize("case", list(PAYLOADS))
+def test_shell_metacharacters_in_pins_never_run(
+    fleet: harness.Fleet, project: FleetDeploy, case: str
+) -> None:
+    source, key, value = PAYLOADS[case]
+    marker = f"{MARK}-{case}"
+    if source == "group":
+        result = project.run(data={key: value})
+        where = "group_data"
+    elif source == "host":
+        result = project.run(host_data={"build-1": {key: value}})
+        where = "inventory host build-1"
+    else:
+        result = project.run("deploy.py", "--data", f"{key}={value}")
+        where = "--data"
+    assert result.rc == 2, result.describe()
+    assert "invalid pins, no host was contacted" in result.output, result.describe()
+    assert f"{where}" in result.output and f"{key}" in result.output, result.describe()
+    assert "Connected" not in result.output, result.describe()
+    assert not Path(marker).exists()
+    for host in fleet.hosts:
+        assert fleet.exec(host, ["test", "-e", marker], check=False).exit_code == 1, host
+
+
+def test_changed_host_key_is_refused_by_the_deploy(
+    fleet: harness.Fleet, project: FleetDeploy
+) -> None:
+    """A build host serving another key than known_hosts pins: the deploy refuses it
+    (no operation runs there) and goes on with the others; pinned again, it converges."""
+    fleet.replace_host_key("build-1")
+    try:
+        refused = project.run()
+    finally:
+        fleet.trust_host_key("build-1")
+    assert refused.rc != 0, refused.describe()
+    assert refused.failed_hosts == ["build-1"], refused.describe()
+    assert any("host key" in line.lower() for line in refused.lines("build-1")), refused.describe()
+    assert not refused.touched("build-1")
+    again = project.run()
+    assert again.ok, again.describe()
+
+
+class _PsSampler(threading.Thread):
+    """Polls `ps -eo args` on hosts (docker exec, not SSH) until stopped."""
+
+    def __init__(self, fleet: harness.Fleet, hosts: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.fleet, self.hosts = fleet, hosts
+        self.lines: set[tuple[str, str]] = set()
+        self.samples = 0
+        self._halt = threading.Event()
+
+    def sample(self) -> None:
+        for host in self.hosts:
+            out = self.fleet.exec(host, ["ps", "-eo", "args"], check=False).output
+            self.lines.update((host, line) for line in out.splitlines())
+        self.samples += 1
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.sample()
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def test_ca_bundle_never_in_output_or_process_args(
+    fleet: harness.Fleet, project: FleetDeploy
+) -> None:
+    bundle = project.ca_bundle.read_text()
+    # A distinctive line of the first certificate, the canary comment, the PEM header.
+    cert_line = next(line for line in bundle.splitlines()[3:] if len(line) == 64)
+    secrets = [project.canary, cert_line, "BEGIN CERTIFICATE"]
+    build = [h for h in fleet.hosts if h.startswith("build-")]
+    wh, tag = project.wheelhouse, "321.1"
+    sampler = _PsSampler(fleet, build)
+    sampler.start()
+    wh.hold(tag)
+    try:
+        run = project.start("deploy.py", "-vvv", build_tag=tag)
+        for host in build:  # every bake is inside pip, the secret mounted: sample now
+            wh.wait_request(tag, fleet.hosts[host].ip)
+        sampler.sample()
+    finally:
+        wh.release(tag)
+    result = run.wait()
+    sampler.stop()
+    assert result.ok, result.describe()
+    for host in build:
+        assert result.status(host, BAKE_OP) == "changed", result.describe()
+        seen = [line for h, line in sampler.lines if h == host]
+        assert any("buildx bake" in line for line in seen), f"{host}: no bake sampled"
+        assert any("pip install" in line for line in seen), f"{host}: pip never sampled"
+    for secret in secrets:
+        assert secret not in result.output, f"{secret!r} in pyinfra's output"
+        leaks = [(h, line) for h, line in sampler.lines if secret in line]
+        assert not leaks, f"{secret!r} in process arguments: {leaks[:3]}"
+    exp = project.expected(build_tag=tag)
+    for host in build:
+        mode = fleet.exec(host, ["stat", "-c", "%a", f"{exp.build_dir}/secrets/pip-ca.pem"])
+        assert mode.output.strip() == "600"
+        history = fleet.exec(host, ["docker", "history", "--no-trunc", exp.image_ref]).output
+        inspect = fleet.exec(host, ["docker", "image", "inspect", exp.image_ref]).output
+        found = fleet.exec(
+            host,
+            ["docker", "run", "--rm", exp.image_ref, "grep", "-rl", project.canary, "/app", "/etc"],
+            check=False,
+        )
+        assert project.canary not in history + inspect
+        assert found.exit_code == 1 and not found.output.strip(), f"{host}: {found.output}"
+    print(f"ps samples: {sampler.samples} per build host, {len(sampler.lines)} distinct lines")
