@@ -1,0 +1,389 @@
+"""docs/benchmarks.md and docs/benchmarks.svg from bench/results.json.
+
+`python bench/report.py` re-renders from the last results without re-measuring.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"ratio_floor": 1.5, "ratio_ansible": 0.12, "marginal_ms": 60.0}
+LABELS = {
+    "sagefleet": "sagefleet deploy.py",
+    "floor": "bare pyinfra floor",
+    "ansible": "Ansible playbook",
+    "dry": "sagefleet --dry",
+}
+
+# Measured by hand while profiling (same machine, same 50-host shared-engine fleet),
+# before the fix in sagefleet; kept here because the script only measures the code
+# as it is now. Load is the 1-minute load average at the time.
+BEFORE = """\
+| 50 hosts, no-change run | sagefleet | floor | ratio | load |
+|---|---:|---:|---:|---:|
+| before (14 round trips per host, 8 operations) | 19.7–20.9 s | 6.6–7.8 s | ~2.9 | 38–47 |
+| before, quieter machine | 9.8–10.0 s | 2.7 s | ~3.7 | 7–22 |
+| after (1 round trip, 1 operation) | 2.2–2.7 s | 2.4–3.1 s | ~0.9 | 7–26 |
+"""
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def slope_ms(times: dict[str, list[float]]) -> float:
+    """Least-squares slope of the medians over host count, in ms per host."""
+    pts = [(int(n), median(v)) for n, v in times.items() if v]
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    num = sum((x - mx) * (y - my) for x, y in pts)
+    den = sum((x - mx) ** 2 for x, _ in pts)
+    return 1000 * num / den if den else float("nan")
+
+
+def _panel(x0: float, title: str, series: list, sizes: list[int], w: float, h: float) -> list[str]:
+    """One line chart at x offset x0: series of (label, color, {hosts: [seconds]})."""
+    left, bottom, top, right = 50, 50, 40, 15
+    ymax = max(median(v) for _, _, s in series for v in s.values()) * 1.15
+    xmax = max(sizes)
+
+    def X(n: float) -> float:
+        return x0 + left + (w - left - right) * n / xmax
+
+    def Y(v: float) -> float:
+        return h - bottom - (h - bottom - top) * v / ymax
+
+    out = [
+        f'<text x="{x0 + left}" y="22" font-size="13">{title}</text>',
+        f'<line x1="{X(0)}" y1="{h - bottom}" x2="{X(xmax)}" y2="{h - bottom}" stroke="black"/>',
+        f'<line x1="{X(0)}" y1="{top}" x2="{X(0)}" y2="{h - bottom}" stroke="black"/>',
+        f'<text x="{X(xmax / 2)}" y="{h - 14}" text-anchor="middle">hosts</text>',
+        f'<text x="{x0 + 8}" y="{top - 8}">seconds</text>',
+    ]
+    step = next(s for s in (0.5, 1, 2, 5, 10, 20, 50) if ymax / s <= 8)
+    y = 0.0
+    while y <= ymax:
+        out.append(
+            f'<line x1="{X(0) - 4}" y1="{Y(y):.1f}" x2="{X(xmax)}" y2="{Y(y):.1f}" stroke="#ddd"/>'
+        )
+        out.append(f'<text x="{X(0) - 8}" y="{Y(y) + 4:.1f}" text-anchor="end">{y:g}</text>')
+        y += step
+    for n in sizes:
+        out.append(f'<text x="{X(n):.1f}" y="{h - bottom + 16}" text-anchor="middle">{n}</text>')
+    for i, (label, color, data) in enumerate(series):
+        pts = [(X(int(n)), Y(median(v))) for n, v in data.items()]
+        out.append(
+            f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
+            + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts)
+            + '"/>'
+        )
+        out += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"/>' for x, y in pts]
+        ly = top + 8 + 18 * i
+        out.append(
+            f'<line x1="{X(0) + 12}" y1="{ly}" x2="{X(0) + 32}" y2="{ly}" stroke="{color}" stroke-width="2"/>'
+        )
+        out.append(f'<text x="{X(0) + 36}" y="{ly + 4}">{label}</text>')
+    return out
+
+
+def svg_plot(fleet: dict) -> str:
+    """Two panels: every tool; then the pyinfra runs alone (they sit near zero beside Ansible)."""
+    pw, h = 420, 360
+    colors = {"ansible": "#d62728", "sagefleet": "#1f77b4", "dry": "#9467bd", "floor": "#2ca02c"}
+    t = fleet["times"]
+    every = [(LABELS[k], c, t[k]) for k, c in colors.items() if k in t]
+    ours = [(LABELS[k], c, t[k]) for k, c in colors.items() if k in t and k != "ansible"]
+    n = fleet["runs"]
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * pw}" height="{h}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="{2 * pw}" height="{h}" fill="white"/>',
+    ]
+    out += _panel(0, f"No-change run, median of {n}", every, fleet["sizes"], pw, h)
+    out += _panel(pw, "The pyinfra runs alone", ours, fleet["sizes"], pw, h)
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def render(results: dict) -> str:
+    m = results["machine"]
+    fl = results["fleet"]
+    t = fl["times"]
+    sizes = [str(n) for n in fl["sizes"]]
+    big = sizes[-1]
+    has_ansible = "ansible" in t
+    L = []
+    L.append("# Benchmarks\n")
+    L.append(
+        "Generated by `python bench/run.py` (`make bench`) from what it measured; "
+        "`python bench/report.py` re-renders this page from `bench/results.json`.\n"
+    )
+    L.append("## Machine\n")
+    L.append(
+        f"- {m['nproc']} cores ({m['cpu']}), {m['memory_gib']} GiB memory, Linux {m['kernel']}\n"
+        f"- Docker Engine {m['docker']}, buildx {' '.join(m['buildx'])}, Python {m['python']}, "
+        f"{m['pyinfra']}" + (f", {m['ansible']}" if m.get("ansible") else "") + "\n"
+        f"- run started {results['started']}; load average (1/5/15 min) at start "
+        f"{results['load_start']}, at end {results['load_end']}. The machine is shared with "
+        "other engineers' test runs, so runs alternate between tools and medians are reported.\n"
+    )
+    L.append("## What runs where\n")
+    L.append(
+        "**Fleet.** Every measured host is a *build host*: a `testhost-docker` container with its "
+        "own sshd, filesystem, build directory, rendered requirements and **its own image name** "
+        "(`registry_url` per host, so every host's label check reads an image that host built), "
+        "reached over SSH with strict host key checking. Fifty build hosts each with their own "
+        "dockerd (~80 MiB and ~10 s each, plus a base image load) do not fit a 2-core machine next "
+        "to the benchmark, so these hosts run **without** their dockerd: their docker CLI talks to "
+        "the machine's one engine through its mounted socket (`bench/benchfleet.py`). What this "
+        "changes: the image store and build cache are shared, so after the first host's bake the "
+        "others' bakes reuse its layers (the converge is fast, and not reported); every host's "
+        "`docker` calls queue at one engine (that makes the Docker part of each round trip *more* "
+        "expensive than on a real fleet, for every tool alike); and a shared store could make "
+        "per-host idempotence pass for the wrong reason if two hosts shared an image name, which "
+        "they do not here. Cold builds, build reuse and the probe are measured on a real build "
+        "host with its own engine instead.\n"
+    )
+    L.append(
+        "**Tools**, all run from scratch each time (new process, new SSH connections; Ansible's "
+        "SSH control masters are closed after each run):\n\n"
+        "- `sagefleet`: `pyinfra -y inventory.py deploy.py` with the offline profile "
+        "(`SAGEFLEET_OFFLINE=1`, local stand-in wheelhouse), on a converged fleet: the run must "
+        "end with no change (checked every run).\n"
+        "- `floor`: `pyinfra -y bench/floor_inventory.py bench/floor_deploy.py`: the same fleet "
+        "file read with tomllib, then `files.template` of the same template with the same data "
+        "to the same file, and one command fact (`docker image inspect` of the image label). "
+        "What any pyinfra deploy of this shape costs.\n"
+        "- `ansible`: `ansible-playbook bench/ansible/playbook.yml` (ansible-core from PyPI in "
+        "`bench/.venv-ansible`), the same checks as sagefleet's no-change run, one task each: "
+        "build dir, context digest, template, CA bundle, image label, probe script, stored probe "
+        "result, gate on versions and build tags. `forks` = number of hosts, `pipelining` on, "
+        "`gather_facts: false`, interpreter given (no discovery) — the settings that favour "
+        "Ansible. Every run must report `changed=0 failed=0` on every host.\n"
+        "- `dry`: `pyinfra inventory.py deploy.py --dry` (preview, no change), must plan no bake.\n"
+    )
+    L.append(f"Each size ran {fl['runs']} times per tool, tools rotated in order per round.")
+    if fl.get("load1"):
+        ld = sorted(fl["load1"])
+        L.append(
+            f"1-minute load average after each measured run: min {ld[0]:.1f}, median "
+            f"{median(ld):.1f}, max {ld[-1]:.1f} (the Ansible runs at 20 and 50 hosts raise it "
+            "themselves: one Python process and one ssh per fork).\n"
+        )
+    else:
+        L.append("")
+
+    L.append("## 1. No-change run\n")
+    head = "| hosts | sagefleet | floor |" + (" Ansible |" if has_ansible else "")
+    head += " sagefleet / floor |" + (" sagefleet / Ansible |" if has_ansible else "")
+    L.append(head)
+    L.append("|" + "---:|" * (head.count("|") - 1))
+    for n in sizes:
+        sf, fo = median(t["sagefleet"][n]), median(t["floor"][n])
+        row = f"| {n} | {_fmt(sf)} s | {_fmt(fo)} s |"
+        if has_ansible:
+            an = median(t["ansible"][n])
+            row += f" {_fmt(an)} s |"
+        row += f" {sf / fo:.2f} |"
+        if has_ansible:
+            row += f" {sf / an:.3f} |"
+        L.append(row)
+    L.append("")
+    L.append("Medians. Every run (seconds):\n")
+    L.append("| tool | " + " | ".join(f"{n} host{'' if n == '1' else 's'}" for n in sizes) + " |")
+    L.append("|---|" + "---|" * len(sizes))
+    for tool in ("sagefleet", "floor", "ansible", "dry"):
+        if tool in t:
+            L.append(
+                f"| {LABELS[tool]} | "
+                + " | ".join(", ".join(f"{x:.2f}" for x in t[tool][n]) for n in sizes)
+                + " |"
+            )
+    L.append("")
+    slopes = {tool: slope_ms(t[tool]) for tool in t}
+    L.append(
+        "Marginal cost per extra host (least-squares slope of the medians over 1…"
+        f"{big} hosts): "
+        + ", ".join(f"{LABELS[k]} **{v:.0f} ms**" for k, v in slopes.items())
+        + ".\n"
+    )
+    L.append("![no-change run time vs hosts](benchmarks.svg)\n")
+
+    L.append("## 2. `--dry` preview\n")
+    L.append("| hosts | sagefleet --dry | sagefleet (apply, no change) |")
+    L.append("|---:|---:|---:|")
+    for n in sizes:
+        L.append(f"| {n} | {_fmt(median(t['dry'][n]))} s | {_fmt(median(t['sagefleet'][n]))} s |")
+    L.append(
+        "\nA preview reads the same one fact (`BuildState`) per host as an apply and, on a "
+        "no-change fleet, plans one no-op operation per host; it costs what an apply costs.\n"
+    )
+
+    if "build" in results:
+        b = results["build"]
+        L.append("## 3. Build reuse (real build host, its own engine)\n")
+        L.append(
+            "One `testhost-docker` host with its own dockerd and an empty build cache "
+            f"(up in {b['host_up_s']} s, not counted), offline profile. Stages from bake's "
+            "`--progress=plain` log (`bake.log` on the host): a step is *cached* when the log "
+            "says `CACHED` for it, else it *ran*.\n"
+        )
+        L.append("| run | wall time | bake invoked | stages (cached / ran steps) |")
+        L.append("|---|---:|---|---|")
+
+        def st(s: dict) -> str:
+            return "; ".join(f"{k}: {v['cached']} / {v['ran']}" for k, v in sorted(s.items()))
+
+        L.append(
+            f"| cold build (empty cache) | {b['cold']['seconds']} s | yes | {st(b['cold']['stages'])} |"
+        )
+        nc = b["no_change"]
+        L.append(
+            f"| re-run, nothing changed | {nc['seconds']} s | "
+            f"{'**yes** (unexpected)' if nc['bake'] else 'no (bake.log untouched)'} | — |"
+        )
+        pc = b["pin_change"]
+        L.append(
+            f"| one pin changed (sageattention wheel build tag) | {pc['seconds']} s | yes | "
+            f"{st(pc['stages'])} |"
+        )
+        L.append(
+            f"\nOnly the complete stage rebuilt on the pin change: "
+            f"**{'yes' if pc['only_complete_rebuilt'] else 'NO'}**. The bake's step lines "
+            "of that run:\n"
+        )
+        L.append("```")
+        L.extend(ln[:150] + (" …" if len(ln) > 150 else "") for ln in b.get("pin_change_log", []))
+        L.append("```\n")
+
+    L.append("## 4. Probe cost\n")
+    if "build" in results:
+        p = results["build"]["probe_cpu"]
+        L.append(
+            "On the CPU build host here: the probe operation's own command (`docker run` of the "
+            "image with the probe on stdin, result stored by image ID), over SSH, "
+            f"{len(p['seconds'])} runs: **{', '.join(f'{s:.2f}' for s in p['seconds'])} s** "
+            f"(median {median(p['seconds']):.2f} s). Kernel statuses: "
+            + ", ".join(f"{k} {v}" for k, v in p["kernels"].items())
+            + ". The offline image carries no torch (its core stage is a stand-in), so this is "
+            "container start plus the probe's package inventory; an image with torch adds its "
+            "import time (not measured here). The probe runs once per image ID, after a bake; "
+            "a no-change run only reads the stored result.\n"
+        )
+    L.append(
+        "From the H100 samples (`docs/samples/`, per-kernel `seconds` as the probe recorded):\n"
+    )
+    L.append("| sample | GPU | kernel | status | shapes | seconds |")
+    L.append("|---|---|---|---|---:|---:|")
+    for name, s in results["probe_h100"].items():
+        for k, v in s["kernels"].items():
+            L.append(
+                f"| {name} | {s['gpu']} | {k} | {v['status']} | {v['shapes']} | {v['seconds']} |"
+            )
+    L.append(
+        "\nThe sample wheels carry one runnable kernel (`sageattn`); the others are not "
+        "installed there. A probe after each rebuild costs ~13–21 s of GPU time per host "
+        "on an H100 with the full shape set (`probe_quick = False`), plus container start.\n"
+    )
+
+    L.append("## Targets\n")
+    sf, fo = median(t["sagefleet"][big]), median(t["floor"][big])
+    rows = [
+        (f"no-change run, {big} hosts, / bare floor", f"≤ {TARGETS['ratio_floor']}", f"{sf / fo:.2f}",
+         sf / fo <= TARGETS["ratio_floor"]),
+    ]  # fmt: skip
+    if has_ansible:
+        an = median(t["ansible"][big])
+        rows.append(
+            (f"no-change run, {big} hosts, / Ansible", f"≤ {TARGETS['ratio_ansible']}",
+             f"{sf / an:.3f}", sf / an <= TARGETS["ratio_ansible"])
+        )  # fmt: skip
+    rows.append(
+        ("marginal cost per extra host", f"≤ {TARGETS['marginal_ms']:.0f} ms",
+         f"{slopes['sagefleet']:.0f} ms", slopes["sagefleet"] <= TARGETS["marginal_ms"])
+    )  # fmt: skip
+    if "build" in results:
+        ok = results["build"]["pin_change"]["only_complete_rebuilt"]
+        rows.append(
+            ("a pin change rebuilds only the complete stage", "yes", "yes" if ok else "no", ok)
+        )
+        nc = not results["build"]["no_change"]["bake"]
+        rows.append(
+            ("a re-run with nothing changed invokes no bake", "yes", "yes" if nc else "no", nc)
+        )
+    L.append("| target | wanted | measured | met |")
+    L.append("|---|---|---|---|")
+    for what, want, got, ok in rows:
+        L.append(f"| {what} | {want} | {got} | {'yes' if ok else '**no**'} |")
+    L.append(
+        "\nThe issue's reference numbers for this machine kind (bare floor ≈ 3.9 s, Ansible ≈ 43 s "
+        "at 50 hosts) differ from the ones here: the floor is faster here, and Ansible slower, "
+        "because its 50 forks (a Python process and an ssh client each) share the 2 cores with "
+        "the 50 hosts' sshd and one Docker engine that every host's `docker` call queues at. "
+        "The ratios are measured in one invocation, alternating, so they compare like with like.\n"
+    )
+    L.append(STATIC_FINDINGS)
+    return "\n".join(L) + "\n"
+
+
+STATIC_FINDINGS = (
+    """## What the profile showed, and what was fixed
+
+Before, a no-change run made **14 round trips per build host** in 8 operations
+(`pyinfra -vvv`): Directory; ContextMarker; File + Directory + Sha1File for each of the
+requirements, the CA bundle and the probe script; BuildHost (`docker info`,
+`docker buildx version`, two `docker image inspect`); ProbeResult twice (probe and gate
+operations). Per host that is ~240 ms of `docker` CLI starts alone (timed in a host:
+`docker info` 66 ms, `docker buildx version` 80 ms, `docker image inspect` 23 ms), and
+every operation is a barrier across all hosts. Per-operation timing at 50 hosts: the
+bake operation (BuildHost) 3.5 s, probe + gate 2.2 s, the three file uploads 1.6 s.
+
+Fixed in sagefleet (commit "perf: ..."):
+
+- `build_image` first reads one fact, `BuildState` (one round trip: context marker,
+  build dir mode, sha1 and mode of the three files, image ID and inputs label, the
+  probe result stored for that image ID). When every check the eight operations would
+  make already holds, it reports the host with one operation (`operations.unchanged`:
+  the same noop reasons, and the verification gate still applied to the stored
+  result) instead of the eight. Anything different, or `force_rebuild`, takes the full
+  path unchanged, so `--dry --diff` still shows the template diff through
+  `files.template`. The price: a host where something changed pays one round trip
+  more (the `BuildState` read) before the usual ones.
+- `BuildHost` takes buildx's version from `docker info`'s plugin list (docker info already
+  runs the plugin) instead of a second CLI + plugin start: ~165 → ~95 ms per read.
+- The build context tarball is made once per run, not once per host.
+- `files.template` / the probe script upload skip the parent-directory fact
+  (`create_remote_dir=False`: the directory exists from the previous operation).
+
+"""
+    + BEFORE
+    + """
+What remains is pyinfra's and applies to the floor too: start-up and imports
+(~0.4 s), SSH connection set-up with paramiko (~1 s for 50 hosts on 2 cores, the
+biggest single cost), loading the deploy file once per host, and per operation a call to
+`inspect.stack()` (`pyinfra/api/util.py:get_operation_order_from_stack`, ~5–7 ms per
+operation per host in py-spy; with one operation per host it no longer matters). sagefleet
+still pays its own start-up on top (pin validation of every host before connecting,
+requirements rendering per host), which is what the remaining per-run difference at 1 host
+is.
+"""
+)
+
+
+def main() -> int:
+    results = json.loads((ROOT / "bench" / "results.json").read_text())
+    (ROOT / "docs" / "benchmarks.md").write_text(render(results))
+    (ROOT / "docs" / "benchmarks.svg").write_text(svg_plot(results["fleet"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
