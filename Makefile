@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make run    the main job: deploy the pinned image to the fleet (this machine if none)
 #   make test   every test, against a real Docker engine and a real SSH test fleet
+# More: make dry | demo | report | rollout | bench | lint | unit
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -24,6 +25,10 @@ run: setup
 
 report: setup
 	$(BIN)/python -m sagefleet.gather
+
+demo: setup
+	bash scripts/setup-fleet-images --build
+	$(BIN)/python scripts/demo
 
 rollout: setup
 	$(BIN)/python -m sagefleet.rollout
