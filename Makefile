@@ -7,7 +7,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run dry test unit lint engine setup demo fleet-down report rollout clean
+.PHONY: run dry test unit lint engine setup demo fleet-down report rollout bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ report: setup
 demo: setup
 	bash scripts/setup-fleet-images --build
 	$(BIN)/python scripts/demo
+
+bench: setup
+	bash scripts/setup-fleet-images --build
+	$(BIN)/python bench/run.py
 
 rollout: setup
 	$(BIN)/python -m sagefleet.rollout

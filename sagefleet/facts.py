@@ -61,6 +61,10 @@ class BuildHost(FactBase):
     def process(self, output: list[str]) -> dict[str, Any]:
         doc = json.loads("\n".join(output))
         info = doc.get("docker_info")
+        # Some docker CLIs exit 0 with the daemon down, printing client info only and
+        # ServerErrors: no ServerVersion means no engine answered.
+        if info and (info.get("ServerErrors") or not info.get("ServerVersion")):
+            info = None
         problems = []
         result: dict[str, Any] = {
             "docker": bool(info),

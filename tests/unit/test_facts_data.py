@@ -29,7 +29,11 @@ def _params():
 def test_every_fact_has_cases():
     from pyinfra.api import FactBase
 
-    ours = {n for n, v in vars(facts).items() if isinstance(v, type) and issubclass(v, FactBase) and v.__module__ == facts.__name__}
+    ours = {
+        n
+        for n, v in vars(facts).items()
+        if isinstance(v, type) and issubclass(v, FactBase) and v.__module__ == facts.__name__
+    }
     assert {p.parent.name for p in CASES} == ours
 
 
