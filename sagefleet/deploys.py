@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyinfra import host
@@ -17,6 +18,7 @@ from .context import (
     PROJECT_ROOT,
     REQUIREMENTS_PATH,
     TEMPLATE,
+    BuildContext,
     build_context,
     inputs_hash,
     render_requirements,
@@ -45,6 +47,39 @@ PROBE_SCRIPT = PROJECT_ROOT / "sagefleet" / "probe.py"
 def _local_context(paths: tuple[str, ...]):
     """The context tarball, made once per pyinfra run rather than once per host."""
     return build_context(paths, PROJECT_ROOT)
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """Everything a bake of one host depends on, computed locally once."""
+
+    git: GitContext | None
+    context: BuildContext | None  # the local tarball; None for a git context
+    context_digest: str
+    requirements: str
+    variables: dict[str, str]
+    inputs: str
+    ca_path: str | None
+
+
+def build_inputs(pins) -> BuildInputs:
+    """The rendered requirements, context digest, bake variables and inputs hash."""
+    requirements = render_requirements(pins.template_context())
+    git = pins.build_context if isinstance(pins.build_context, GitContext) else None
+    ctx = None if git else _local_context(tuple(pins.build_context or DEFAULT_CONTEXT))
+    context_digest = f"git:{git.git}@{git.ref}" if git else ctx.digest
+    variables = bake_variables(pins)
+    return BuildInputs(
+        git=git,
+        context=ctx,
+        context_digest=context_digest,
+        requirements=requirements,
+        variables=variables,
+        inputs=inputs_hash(
+            context_digest, requirements, pins.bake_files, pins.bake_target, variables
+        ),
+        ca_path=f"{pins.build_dir}/secrets/pip-ca.pem" if pins.pip_ca_bundle else None,
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -99,19 +134,9 @@ def build_image():
     pins = host_pins(host)
     build_dir = pins.build_dir
     context_dir = f"{build_dir}/context"
-    requirements = render_requirements(pins.template_context())
-
-    git = pins.build_context if isinstance(pins.build_context, GitContext) else None
-    if git:
-        digest = f"git:{git.git}@{git.ref}"
-        context_digest = digest
-    else:
-        ctx = _local_context(tuple(pins.build_context or DEFAULT_CONTEXT))
-        digest = context_digest = ctx.digest
-
-    variables = bake_variables(pins)
-    inputs = inputs_hash(context_digest, requirements, pins.bake_files, pins.bake_target, variables)
-    ca_path = f"{build_dir}/secrets/pip-ca.pem" if pins.pip_ca_bundle else None
+    b = build_inputs(pins)
+    git, digest, requirements = b.git, b.context_digest, b.requirements
+    variables, inputs, ca_path = b.variables, b.inputs, b.ca_path
     if not pins.force_rebuild and _report_unchanged(pins, digest, requirements, ca_path, inputs):
         return
 
@@ -120,7 +145,7 @@ def build_image():
         name="Build context",
         build_dir=build_dir,
         digest=digest,
-        **({"git_url": git.git, "git_ref": git.ref} if git else {"tar": ctx.tar}),
+        **({"git_url": git.git, "git_ref": git.ref} if git else {"tar": b.context.tar}),
     )
     files.template(
         name="Render extra-requirements.txt",
@@ -262,17 +287,9 @@ def registry_login(pins, registry: str) -> str | None:
 
 
 def bake_inputs(pins) -> tuple[dict[str, str], str, str | None]:
-    """(bake variables, inputs hash, CA path on the host) as build_image computes them."""
-    requirements = render_requirements(pins.template_context())
-    git = pins.build_context if isinstance(pins.build_context, GitContext) else None
-    if git:
-        context_digest = f"git:{git.git}@{git.ref}"
-    else:
-        context_digest = _local_context(tuple(pins.build_context or DEFAULT_CONTEXT)).digest
-    variables = bake_variables(pins)
-    inputs = inputs_hash(context_digest, requirements, pins.bake_files, pins.bake_target, variables)
-    ca_path = f"{pins.build_dir}/secrets/pip-ca.pem" if pins.pip_ca_bundle else None
-    return variables, inputs, ca_path
+    """(bake variables, inputs hash, CA path on the host) as build_image uses them."""
+    b = build_inputs(pins)
+    return b.variables, b.inputs, b.ca_path
 
 
 def write_result(results_dir: str | None, record: dict) -> None:
