@@ -28,7 +28,8 @@ pytestmark = pytest.mark.fleet
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetDeploy]:
     if problem := harness.engine_problem():
         pytest.skip(f"SSH test fleet unavailable: {problem}")
-    fleet = harness.Fleet(n_ssh=1, n_build=2, workdir=tmp_path_factory.mktemp("faults"))
+    # 5 hosts, as the issue asks: 2 build hosts (bakes) + 3 GPU nodes (SSH only, cheap).
+    fleet = harness.Fleet(n_ssh=3, n_build=2, workdir=tmp_path_factory.mktemp("faults"))
     try:
         fleet.up()
         proj = FleetDeploy(fleet)
