@@ -182,26 +182,35 @@ def build_image():
 def verify_image(pins=None):
     """Probe the built image once per image ID, then gate it against the pins."""
     pins = pins or host_pins(host)
-    probe_path = f"{pins.build_dir}/probe.py"
+    probe_and_gate(pins, pins.build_dir, pins.image_ref, create_dir=False)
+
+
+def probe_and_gate(pins, work_dir: str, image_ref: str, create_dir: bool = True) -> None:
+    """Put the probe script in work_dir, probe image_ref there (once per image ID)
+    and gate the stored result against the pins: build hosts and GPU nodes alike."""
+    probe_path = f"{work_dir}/probe.py"
+    if create_dir:
+        files.directory(name="State directory", path=work_dir, mode="755")
     files.put(
         name="Probe script",
         src=str(PROBE_SCRIPT),
         dest=probe_path,
         mode="644",
-        create_remote_dir=False,  # the Build directory operation made build_dir
+        # Build hosts: the Build directory operation made work_dir already.
+        create_remote_dir=create_dir,
     )
     operations.probe(
         name="Kernel probe",
-        build_dir=pins.build_dir,
-        image_ref=pins.image_ref,
+        build_dir=work_dir,
+        image_ref=image_ref,
         probe_path=probe_path,
         quick=pins.probe_quick,
         timeout_s=pins.probe_timeout_s,
     )
     operations.gate(
         name="Verification gate",
-        build_dir=pins.build_dir,
-        image_ref=pins.image_ref,
+        build_dir=work_dir,
+        image_ref=image_ref,
         expect=expectation(pins),
     )
 
@@ -469,28 +478,7 @@ def rollout_node():
         name=f"Pull {image.split('@')[1][:19]}", image=image, docker_config=docker_config
     )
     if pins.verify_on_nodes:
-        probe_path = f"{pins.state_dir}/probe.py"
-        files.directory(name="State directory", path=pins.state_dir, mode="755")
-        files.put(
-            name="Probe script",
-            src=str(PROJECT_ROOT / "sagefleet" / "probe.py"),
-            dest=probe_path,
-            mode="644",
-        )
-        operations.probe(
-            name="Kernel probe",
-            build_dir=pins.state_dir,
-            image_ref=image,
-            probe_path=probe_path,
-            quick=pins.probe_quick,
-            timeout_s=pins.probe_timeout_s,
-        )
-        operations.gate(
-            name="Verification gate",
-            build_dir=pins.state_dir,
-            image_ref=image,
-            expect=expectation(pins),
-        )
+        probe_and_gate(pins, pins.state_dir, image)
     operations.service(name=f"Service {pins.service_name}", **_service_kwargs(pins, image))
     python.call(
         name="Health check",

@@ -244,9 +244,13 @@ def make_release_b(env) -> str:
     auth = base64.b64encode(f"{reg['user']}:{reg['password']}".encode()).decode()
     config = json.dumps({"auths": {reg["host"]: {"auth": auth}}})
     tag = f"{env['repo']}:release-b"
+    # The login goes in as a file (put_archive), never through a command line.
+    fleet.exec("build-1", "mkdir -p /root/b/cfg && chmod 700 /root/b/cfg")
+    fleet._container("build-1").put_archive(
+        "/root/b/cfg", harness._tar_one("config.json", config.encode(), 0o600)
+    )
     fleet.exec(
         "build-1",
-        f"mkdir -p /root/b/cfg && umask 077 && cat > /root/b/cfg/config.json <<'EOF'\n{config}\nEOF\n"
         f"printf 'FROM {a}\\nLABEL org.sagefleet.test.release=b\\n' > /root/b/Dockerfile && "
         f"docker build -q -t {tag} /root/b >/dev/null && DOCKER_CONFIG=/root/b/cfg docker push -q {tag} >/dev/null",
     )
