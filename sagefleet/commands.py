@@ -47,6 +47,27 @@ def with_lock(lock_path: str, command: str) -> str:
     )
 
 
+def _logged_bake(
+    verb: str,
+    bake_files: Sequence[str],
+    target: str,
+    variables: Mapping[str, str],
+    flags: str,
+    log_path: str,
+    tail_lines: int,
+) -> str:
+    """`env VARS docker buildx bake -f ... FLAGS TARGET`, logged to log_path; on failure
+    the tail of the log goes to stderr and bake's exit status is kept."""
+    env = " ".join(f"{k}={q(v)}" for k, v in sorted(variables.items()))
+    files = " ".join(f"-f {q(f)}" for f in bake_files)
+    failed = f"sagefleet: {verb} of {target} failed; last lines of {log_path}:"
+    return (
+        f"env {env} docker buildx bake {files} {flags} {q(target)} >{q(log_path)} 2>&1 || "
+        f"{{ rc=$?; printf '%s\\n' {q(failed)} >&2; "
+        f"tail -n {int(tail_lines)} {q(log_path)} >&2; exit $rc; }}"
+    )
+
+
 def bake(
     context_dir: str,
     bake_files: Sequence[str],
@@ -64,18 +85,12 @@ def bake(
     with bake's status; the current tag is untouched because bake only tags on
     success.
     """
-    env = " ".join(f"{k}={q(v)}" for k, v in sorted(variables.items()))
-    files = " ".join(f"-f {q(f)}" for f in bake_files)
     flags = "--progress=plain" + (" --load" if load else "")
     keep_previous = (
         f"if docker image inspect {q(image_ref)} >/dev/null 2>&1; then "
         f"docker tag {q(image_ref)} {q(previous_tag(image_ref))}; fi"
     )
-    run = (
-        f"env {env} docker buildx bake {files} {flags} {q(target)} >{q(log_path)} 2>&1 || "
-        f"{{ rc=$?; printf '%s\\n' {q(f'sagefleet: bake of {target} failed; last lines of {log_path}:')} >&2; "
-        f"tail -n {int(tail_lines)} {q(log_path)} >&2; exit $rc; }}"
-    )
+    run = _logged_bake("bake", bake_files, target, variables, flags, log_path, tail_lines)
     # cd failing must not fall through to the "bake failed" branch and tail an old log.
     return with_lock(lock_path, f"cd {q(context_dir)} || exit 1; {keep_previous} && {run}")
 
@@ -172,14 +187,9 @@ def bake_push(
     env = dict(variables)
     if docker_config:
         env["DOCKER_CONFIG"] = docker_config
-    env_s = " ".join(f"{k}={q(v)}" for k, v in sorted(env.items()))
-    files = " ".join(f"-f {q(f)}" for f in bake_files)
-    run = (
-        f"rm -f {q(metadata_path)} {q(inputs_path)} && "
-        f"env {env_s} docker buildx bake {files} --progress=plain --push "
-        f"--metadata-file {q(metadata_path)} {q(target)} >{q(log_path)} 2>&1 || "
-        f"{{ rc=$?; printf '%s\\n' {q(f'sagefleet: push of {target} failed; last lines of {log_path}:')} >&2; "
-        f"tail -n {int(tail_lines)} {q(log_path)} >&2; exit $rc; }}"
+    flags = f"--progress=plain --push --metadata-file {q(metadata_path)}"
+    run = f"rm -f {q(metadata_path)} {q(inputs_path)} && " + _logged_bake(
+        "push", bake_files, target, env, flags, log_path, tail_lines
     )
     record = f"printf '%s\\n' {q(inputs)} > {q(inputs_path)}"
     return with_lock(lock_path, f"cd {q(context_dir)} || exit 1; {run} && {record}")

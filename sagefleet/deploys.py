@@ -218,7 +218,6 @@ def probe_and_gate(pins, work_dir: str, image_ref: str, create_dir: bool = True)
 def collect_host_record(out_dir: str) -> dict:
     """Read (never change) what this host runs, for the fleet report; written to
     <out_dir>/hosts/<host>.json on the control machine."""
-    import json
     import os
 
     from .facts import GpuHost, ProbeResult
@@ -231,11 +230,7 @@ def collect_host_record(out_dir: str) -> dict:
             ProbeResult, image_ref=pins.image_ref, results_dir=f"{pins.build_dir}/probe"
         )
         record.update(image_ref=pins.image_ref, image_id=stored["image_id"], probe=stored["result"])
-    path = os.path.join(out_dir, "hosts", f"{host.name.replace('/', '_')}.json")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_result(os.path.join(out_dir, "hosts"), record)
     return record
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .context import PROJECT_ROOT
 from .fleet import OFFLINE_ENV, fleet_path
+from .offline import group_file
 
 OFFLINE_BANNER = """\
 =====================================================================
@@ -50,13 +51,6 @@ def bridge_gateway() -> str:
     return out.stdout.strip() or "172.17.0.1"
 
 
-def _group_file(name: str) -> dict:
-    import runpy
-
-    data = runpy.run_path(str(PROJECT_ROOT / "group_data" / f"{name}.py"))
-    return {k: v for k, v in data.items() if not k.startswith("_") and k != "os"}
-
-
 def run_deploy(extra_args: list[str], env: dict[str, str]) -> int:
     pyinfra = str(Path(sys.executable).with_name("pyinfra"))
     cmd = [pyinfra, "-y", "inventory.py", "deploy.py", *extra_args]
@@ -77,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"sagefleet: fleet: {fleet or 'none configured -> this machine (@local) is the build host'}"
     )
-    release_base = _group_file("all")["sage_release_base"]
+    release_base = group_file("all")["sage_release_base"]
     offline = args.offline or env.get(OFFLINE_ENV) == "1"
     reason = "offline requested"
     if not offline and not release_host_resolves(release_base):
@@ -95,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         with serve_wheelhouse(Path(tmp), bridge_gateway(), port) as url:
             env["SAGEFLEET_WHEELHOUSE_URL"] = url
             os.environ["SAGEFLEET_WHEELHOUSE_URL"] = url
-            pins = validate({**_group_file("all"), **_group_file("offline")})
+            pins = validate({**group_file("all"), **group_file("offline")})
             build_wheelhouse(pins, Path(tmp))
             versions = {w.name: w.version for w in pins.wheels}
             print(

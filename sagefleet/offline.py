@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .context import PROJECT_ROOT
 from .pins import Pins, Wheel
 
 _STANDIN_SOURCES = {
@@ -49,6 +50,19 @@ _STANDIN_SOURCES = {
         ),
     },
 }
+
+
+def group_file(name: str) -> dict:
+    """The data of group_data/<name>.py as pyinfra sees it (no imports, no dunders)."""
+    import runpy
+    import types
+
+    data = runpy.run_path(str(PROJECT_ROOT / "group_data" / f"{name}.py"))
+    return {
+        k: v
+        for k, v in data.items()
+        if not k.startswith("_") and not isinstance(v, types.ModuleType)
+    }
 
 
 def _record_line(name: str, data: bytes) -> str:

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import runpy
-
-from sagefleet.context import PROJECT_ROOT
+from sagefleet.offline import group_file
 from sagefleet.pins import Pins, validate
 
-
-def group_file(name: str) -> dict:
-    data = runpy.run_path(str(PROJECT_ROOT / "group_data" / f"{name}.py"))
-    return {k: v for k, v in data.items() if not k.startswith("_") and k != "os"}
+__all__ = ["group_file", "offline_pins"]
 
 
 def offline_pins(sage_wheels_build: str | None = None, **overrides) -> Pins:
