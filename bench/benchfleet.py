@@ -31,24 +31,13 @@ SOCKET = "/var/run/docker.sock"
 class SharedEngineFleet(harness.Fleet):
     """harness.Fleet whose build hosts use the outer engine instead of their own dockerd."""
 
-    def _create(self, host: harness.TestHost, image: str) -> None:
+    def _container_kwargs(self, host: harness.TestHost) -> dict[str, Any]:
         if host.kind != "docker":
-            return super()._create(host, image)
-        container = self.client.containers.create(
-            image,
-            name=host.container,
-            hostname=host.name,
-            labels=self._labels(host),
-            init=True,
-            detach=True,
-            environment={"TESTHOST_DOCKERD": "0"},
-            volumes={SOCKET: {"bind": SOCKET, "mode": "rw"}},
-        )
-        pub = self.key_file.with_suffix(".pub").read_bytes()
-        container.put_archive("/root/.ssh", harness._tar_one("authorized_keys", pub, 0o600))
-        container.start()
-        self._refresh_ip(host)
-        host.host_key = self._read_host_key(host)
+            return super()._container_kwargs(host)
+        return {
+            "environment": {"TESTHOST_DOCKERD": "0"},
+            "volumes": {SOCKET: {"bind": SOCKET, "mode": "rw"}},
+        }
 
     def image_ref(self, name: str) -> str:
         return f"{self.registry(name)}/comfyui-docker/complete-cuda:latest"

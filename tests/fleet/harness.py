@@ -381,16 +381,19 @@ class Fleet:
         comment = f" sagefleet-testfleet-{self.run_id}\n".encode()
         self.key_file.with_suffix(".pub").write_bytes(public + comment)
 
+    def _container_kwargs(self, host: TestHost) -> dict[str, Any]:
+        """Extra docker create arguments: a docker host gets privileges and a volume
+        for its own dockerd's /var/lib/docker (no overlay on overlay)."""
+        if host.kind != "docker":
+            return {}
+        vol = self.client.volumes.create(name=f"{host.container}-docker", labels=self._labels(host))
+        return {
+            "privileged": True,
+            "volumes": {vol.name: {"bind": "/var/lib/docker", "mode": "rw"}},
+        }
+
     def _create(self, host: TestHost, image: str) -> None:
-        kw: dict[str, Any] = {}
-        if host.kind == "docker":
-            vol = self.client.volumes.create(
-                name=f"{host.container}-docker", labels=self._labels(host)
-            )
-            kw = {
-                "privileged": True,
-                "volumes": {vol.name: {"bind": "/var/lib/docker", "mode": "rw"}},
-            }
+        kw = self._container_kwargs(host)
         container = self.client.containers.create(
             image,
             name=host.container,
