@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import sys
 import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The pyinfra CLI of the interpreter running sagefleet (its virtualenv's).
+PYINFRA_CLI = str(Path(sys.executable).with_name("pyinfra"))
 TEMPLATE = PROJECT_ROOT / "templates" / "extra-requirements.txt.j2"
 REQUIREMENTS_PATH = "services/comfy/complete/extra-requirements.txt"
 DEFAULT_CONTEXT = ("services", "docker-bake.hcl")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .context import PROJECT_ROOT
+from .context import PROJECT_ROOT, PYINFRA_CLI
 from .report import render_table, write_reports
 
 
@@ -23,9 +23,10 @@ def gather(out_dir: Path, pyinfra_args: list[str]) -> tuple[int, list[dict]]:
     hosts_dir = out_dir / "hosts"
     shutil.rmtree(hosts_dir, ignore_errors=True)
     env = {**os.environ, "SAGEFLEET_REPORT_DIR": str(out_dir.resolve())}
-    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
     rc = subprocess.call(
-        [pyinfra, "-y", "inventory.py", "fleet_report.py", *pyinfra_args], cwd=PROJECT_ROOT, env=env
+        [PYINFRA_CLI, "-y", "inventory.py", "fleet_report.py", *pyinfra_args],
+        cwd=PROJECT_ROOT,
+        env=env,
     )
     records = [json.loads(p.read_text()) for p in sorted(hosts_dir.glob("*.json"))]
     return rc, records

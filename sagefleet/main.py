@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .context import PROJECT_ROOT
+from .context import PROJECT_ROOT, PYINFRA_CLI
 from .fleet import OFFLINE_ENV, fleet_path
 from .offline import group_file
 
@@ -52,8 +52,7 @@ def bridge_gateway() -> str:
 
 
 def run_deploy(extra_args: list[str], env: dict[str, str]) -> int:
-    pyinfra = str(Path(sys.executable).with_name("pyinfra"))
-    cmd = [pyinfra, "-y", "inventory.py", "deploy.py", *extra_args]
+    cmd = [PYINFRA_CLI, "-y", "inventory.py", "deploy.py", *extra_args]
     if "--dry" in extra_args:
         cmd.remove("-y")
     print("+ " + " ".join(cmd), flush=True)

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .context import PROJECT_ROOT
+from .context import PROJECT_ROOT, PYINFRA_CLI
 
 EXIT_HALTED = 1
 EXIT_USAGE = 2
@@ -220,8 +220,7 @@ def run_step(
 ) -> Step:
     """One ``pyinfra inventory.py rollout.py`` over limits; per-host results from files."""
     with tempfile.TemporaryDirectory(prefix="sagefleet-rollout-") as results_dir:
-        pyinfra = str(Path(sys.executable).with_name("pyinfra"))
-        cmd = [pyinfra, *([] if dry else ["-y"]), "inventory.py", "rollout.py"]
+        cmd = [PYINFRA_CLI, *([] if dry else ["-y"]), "inventory.py", "rollout.py"]
         cmd += ["--dry"] if dry else []
         for limit in limits:
             cmd += ["--limit", limit]

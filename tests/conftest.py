@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+from sagefleet.context import PYINFRA_CLI as PYINFRA  # noqa: E402
 
 
 def engine_available() -> bool:
