@@ -24,7 +24,7 @@ run: setup
 	$(BIN)/python -m sagefleet.main
 
 report: setup
-	$(BIN)/python -m sagefleet.gather
+	$(BIN)/python -m sagefleet.report.gather
 
 demo: setup
 	bash scripts/setup-fleet-images --build

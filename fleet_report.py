@@ -1,7 +1,5 @@
 # Entry point for the fleet report's gathering step (read-only: facts, no operations):
-#   python -m sagefleet.gather   (runs `pyinfra inventory.py fleet_report.py`, then renders)
-import os
+#   python -m sagefleet.report.gather   (runs `pyinfra inventory.py fleet_report.py`, then renders)
+from sagefleet.deploys.report import collect_host_record
 
-from sagefleet.deploys import collect_host_record
-
-collect_host_record(os.environ.get("SAGEFLEET_REPORT_DIR", "reports"))
+collect_host_record()

@@ -11,18 +11,9 @@
 #
 #   [hosts.build-1]            # optional per-host data (ssh_* keys, overrides)
 #   ssh_hostname = "10.0.0.5"
-from sagefleet.fleet import FleetError as _FleetError
-from sagefleet.fleet import load_fleet as _load_fleet
+from sagefleet.fleet import inventory_groups as _inventory_groups
+from sagefleet.validation import validate_before_connect as _validate_before_connect
 
-try:
-    globals().update(_load_fleet())
-except _FleetError as _e:
-    raise SystemExit(f"sagefleet: {_e}") from None
-
+globals().update(_inventory_groups())
 # Validate every host's pins before pyinfra opens the first connection.
-from pyinfra.context import ctx_state as _ctx_state  # noqa: E402
-
-from sagefleet.validation import register as _register  # noqa: E402
-
-if _ctx_state.isset():
-    _register(_ctx_state.get())
+_validate_before_connect()

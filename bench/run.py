@@ -176,34 +176,24 @@ class Runner:
 
 def expected_state(fleet: SharedEngineFleet, names: list[str]) -> tuple[dict, dict]:
     """What each host should hold, computed as sagefleet does: (inputs per host, shared vars)."""
-    from sagefleet.context import (
-        DEFAULT_CONTEXT,
-        TEMPLATE,
-        build_context,
-        inputs_hash,
-        render_requirements,
-    )
-    from sagefleet.deploys import bake_variables
+    from sagefleet.inputs import TEMPLATE, build_inputs
     from tests.offline_pins import offline_pins
 
     inputs = {}
     for n in names:
         pins = offline_pins(registry_url=fleet.registry(n))
-        ctx = build_context(pins.build_context or DEFAULT_CONTEXT, ROOT)
-        req = render_requirements(pins.template_context())
-        inputs[n] = inputs_hash(
-            ctx.digest, req, pins.bake_files, pins.bake_target, bake_variables(pins)
-        )
-    sage = pins.wheel("sageattention")
+        b = build_inputs(pins, ROOT)
+        inputs[n] = b.inputs
+    sage = pins.image.wheel("sageattention")
     shared = {
-        "build_dir": pins.build_dir,
-        "context_digest": ctx.digest,
+        "build_dir": pins.build.build_dir,
+        "context_digest": b.context_digest,
         "template_path": str(TEMPLATE),
-        "ca_bundle": pins.pip_ca_bundle,
+        "ca_bundle": pins.build.pip_ca_bundle,
         "probe_script": str(ROOT / "sagefleet" / "probe.py"),
         "sage_version": sage.version,
         "sage_build_tag": sage.build_tag,
-        **pins.template_context(),
+        **pins.image.template_vars(),
     }
     return inputs, shared
 

@@ -151,15 +151,6 @@ def registry_of(image_ref: str) -> str:
     return "docker.io"
 
 
-def repository_of(image_ref: str) -> str:
-    """The repository of a reference, without tag or digest."""
-    name = image_ref.split("@", 1)[0]
-    head, _, tail = name.rpartition("/")
-    if ":" in tail:
-        tail = tail.split(":", 1)[0]
-    return f"{head}/{tail}" if head else tail
-
-
 def docker_config_json(registry: str, user: str, password: str) -> bytes:
     """A docker config.json holding one registry login (goes to a mode-600 file, never argv)."""
     import base64

@@ -15,9 +15,6 @@ from typing import Any
 FLEET_ENV = "SAGEFLEET_FLEET"
 OFFLINE_ENV = "SAGEFLEET_OFFLINE"
 DEFAULT_FLEET_FILE = "fleet.toml"
-# Groups every sagefleet deploy knows about; other group names are allowed
-# (each may have a group_data/<name>.py).
-KNOWN_GROUPS = ("build_hosts", "gpu_nodes", "canary", "blackwell", "hopper", "ampere", "ada")
 _GROUP_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _HOST_RE = re.compile(r"^(@local|@docker/[A-Za-z0-9_.-]+|[A-Za-z0-9][A-Za-z0-9_.:-]*)$")
 
@@ -49,6 +46,14 @@ def load_fleet(path: Path | None | str = "") -> dict[str, Any]:
         hosts = {h if isinstance(h, str) else h[0] for members in groups.values() for h in members}
         groups.setdefault("offline", sorted(hosts))
     return groups
+
+
+def inventory_groups() -> dict[str, Any]:
+    """For inventory.py: the fleet's groups, or exit with the FleetError's message."""
+    try:
+        return load_fleet()
+    except FleetError as e:
+        raise SystemExit(f"sagefleet: {e}") from None
 
 
 def _load_file(path: Path) -> dict[str, Any]:

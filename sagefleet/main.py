@@ -16,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .context import PROJECT_ROOT, PYINFRA_CLI
 from .fleet import OFFLINE_ENV, fleet_path
 from .offline import group_file
+from .project import PROJECT_ROOT, PYINFRA_CLI
 
 OFFLINE_BANNER = """\
 =====================================================================
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["SAGEFLEET_WHEELHOUSE_URL"] = url
             pins = validate({**group_file("all"), **group_file("offline")})
             build_wheelhouse(pins, Path(tmp))
-            versions = {w.name: w.version for w in pins.wheels}
+            versions = {w.name: w.version for w in pins.image.wheels}
             print(
                 OFFLINE_BANNER.format(
                     reason=reason,
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def show_report(env: dict[str, str]) -> None:
     """The fleet report of what the hosts run now (reports/fleet.json, fleet.html)."""
-    from .gather import main as gather_main
+    from .report.gather import main as gather_main
 
     os.environ.update({k: v for k, v in env.items() if k.startswith("SAGEFLEET_")})
     print("\nsagefleet: fleet report", flush=True)

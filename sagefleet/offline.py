@@ -20,8 +20,8 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .context import PROJECT_ROOT
 from .pins import Pins, Wheel
+from .project import PROJECT_ROOT
 
 _STANDIN_SOURCES = {
     "sageattention": {
@@ -100,7 +100,7 @@ def standin_wheel_bytes(wheel: Wheel) -> bytes:
 def build_wheelhouse(pins: Pins, root: Path) -> list[Path]:
     """Write every pinned wheel as a stand-in at <root>/<release_tag>/<file name>."""
     written = []
-    for wheel in pins.wheels:
+    for wheel in pins.image.wheels:
         path = root / wheel.release_tag / wheel.filename
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .context import PROJECT_ROOT, PYINFRA_CLI
+from .project import PROJECT_ROOT, PYINFRA_CLI
 
 EXIT_HALTED = 1
 EXIT_USAGE = 2

@@ -1,73 +1,17 @@
 """Pin validation wired into pyinfra: every host's merged data is validated
 before the first connection is opened, so bad pins touch no host.
 
-inventory.py registers PinValidation; pyinfra calls host_before_connect for each
-host, and the first call validates the whole inventory at once.
+inventory.py calls ``validate_before_connect``; pyinfra calls host_before_connect
+for each host, and the first call validates the whole inventory at once.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from pyinfra.api.state import BaseStateCallback
 
-from .pins import PinError, Pins, validate
-
-# Keys sagefleet features beyond the build add to group_data (kept in one place).
-EXTRA_KEYS: tuple[str, ...] = ()
-
-
-def _group_data_dirs(cwd: str | None) -> list[Path]:
-    dirs = [Path(cwd or ".") / "group_data"]
-    argv = sys.argv
-    for i, arg in enumerate(argv):
-        if arg == "--group-data" and i + 1 < len(argv):
-            dirs.append(Path(argv[i + 1]))
-        elif arg.startswith("--group-data="):
-            dirs.append(Path(arg.split("=", 1)[1]))
-    return dirs
-
-
-def source_finder(inventory, host, cwd: str | None = None):
-    """Return source_of(key): which file or flag supplied this host's value of key."""
-    dirs = _group_data_dirs(cwd)
-
-    def group_file(group: str) -> str:
-        found = [d / f"{group}.py" for d in dirs if (d / f"{group}.py").exists()]
-        return str(found[-1]) if found else f"group data of group {group!r}"
-
-    def source_of(key: str) -> str:
-        if key in inventory.get_override_data():
-            return "--data"
-        if key in inventory.get_host_data(host.name):
-            return f"inventory host {host.name}"
-        for group in reversed(host.groups):
-            if key in inventory.get_group_data(group):
-                return group_file(group)
-        return group_file("all")
-
-    return source_of
-
-
-def host_pins(host, inventory=None, cwd: str | None = None) -> Pins:
-    """Validate one host's merged data; raises PinError naming the source."""
-    if inventory is None:
-        inventory = host.inventory
-    return validate(host.data.dict(), source_finder(inventory, host, cwd), extra_keys=EXTRA_KEYS)
-
-
-def validate_inventory(state) -> list[str]:
-    """Every distinct error over all hosts of the inventory, as messages."""
-    errors: list[str] = []
-    for host in state.inventory:
-        try:
-            host_pins(host, state.inventory, state.cwd)
-        except PinError as e:
-            message = f"{e} (host {host.name})"
-            if str(e) not in {m.rsplit(" (host ", 1)[0] for m in errors}:
-                errors.append(message)
-    return errors
+from .pins import validate_inventory
 
 
 class PinValidation(BaseStateCallback):
@@ -80,7 +24,7 @@ class PinValidation(BaseStateCallback):
         if self.checked:
             return
         self.checked = True
-        errors = validate_inventory(state)
+        errors = validate_inventory(state.inventory, state.cwd)
         if errors:
             print("sagefleet: invalid pins, no host was contacted:", file=sys.stderr)
             for message in errors:
@@ -106,3 +50,11 @@ def register(state) -> None:
         state.add_callback_handler(PinValidation())
 
     state.init = init
+
+
+def validate_before_connect() -> None:
+    """From inventory.py: validate every host's pins before pyinfra connects to one."""
+    from pyinfra.context import ctx_state
+
+    if ctx_state.isset():
+        register(ctx_state.get())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-from sagefleet.context import PYINFRA_CLI as PYINFRA  # noqa: E402
+from sagefleet.project import PYINFRA_CLI as PYINFRA  # noqa: E402
 
 
 def engine_available() -> bool:

@@ -45,14 +45,7 @@ REPO_ROOT = harness.REPO_ROOT
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from sagefleet.context import (  # noqa: E402
-    DEFAULT_CONTEXT,
-    PROJECT_ROOT,
-    REQUIREMENTS_PATH,
-    build_context,
-    inputs_hash,
-    render_requirements,
-)
+from sagefleet.inputs import REQUIREMENTS_PATH, build_inputs  # noqa: E402
 from sagefleet.offline import build_wheelhouse  # noqa: E402
 from sagefleet.pins import Pins, validate  # noqa: E402
 from tests.offline_pins import group_file  # noqa: E402
@@ -121,9 +114,9 @@ class Wheelhouse:
 
     def add(self, pins: Pins) -> None:
         """Write every wheel the pins name, except those of MISSING_BUILD (they 404)."""
-        missing = [w for w in pins.wheels if w.build_tag == MISSING_BUILD]
+        missing = [w for w in pins.image.wheels if w.build_tag == MISSING_BUILD]
         if missing:
-            pins = _replace_wheels(pins, [w for w in pins.wheels if w not in missing])
+            pins = _replace_wheels(pins, [w for w in pins.image.wheels if w not in missing])
         build_wheelhouse(pins, self.root)
 
     def hold(self, tag: str) -> None:
@@ -193,7 +186,7 @@ class _WheelHandler(http.server.SimpleHTTPRequestHandler):
 def _replace_wheels(pins: Pins, wheels: list) -> Pins:
     import dataclasses
 
-    return dataclasses.replace(pins, wheels=tuple(wheels))
+    return dataclasses.replace(pins, image=dataclasses.replace(pins.image, wheels=tuple(wheels)))
 
 
 _wheelhouse: Wheelhouse | None = None
@@ -374,15 +367,9 @@ class FleetDeploy:
         host_data: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Expected:
         """The image label and requirements deploy.py computes for host with these pins."""
-        from sagefleet.deploys import bake_variables
-
         pins = self.pins(host, build_tag, data, host_data)
-        ctx = build_context(pins.build_context or DEFAULT_CONTEXT, PROJECT_ROOT)
-        requirements = render_requirements(pins.template_context())
-        inputs = inputs_hash(
-            ctx.digest, requirements, pins.bake_files, pins.bake_target, bake_variables(pins)
-        )
-        return Expected(pins.image_ref, inputs, requirements, pins.build_dir)
+        b = build_inputs(pins)
+        return Expected(pins.image.ref, b.inputs, b.requirements, pins.build.build_dir)
 
     def pins(
         self,

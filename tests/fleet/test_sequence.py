@@ -47,7 +47,9 @@ def test_create(fleet: harness.Fleet, project: FleetDeploy) -> None:
     names = project.fact("server.Hostname")
     assert names == {n: n for n in fleet.hosts}, names
     ref = project.expected().image_ref
-    preflight = project.fact("sagefleet.facts.BuildHost", f"image_ref={ref}", limit="build_hosts")
+    preflight = project.fact(
+        "sagefleet.facts.build.BuildHost", f"image_ref={ref}", limit="build_hosts"
+    )
     assert set(preflight) == set(_build_hosts(fleet))
     for host, fact in preflight.items():
         assert fact["problems"] == [], f"{host}: {fact['problems']}"
@@ -88,11 +90,11 @@ def test_verify(fleet: harness.Fleet, project: FleetDeploy, converge: DeployResu
     exp = project.expected()
     build = _build_hosts(fleet)
     images = project.fact(
-        "sagefleet.facts.BuildHost", f"image_ref={exp.image_ref}", limit="build_hosts"
+        "sagefleet.facts.build.BuildHost", f"image_ref={exp.image_ref}", limit="build_hosts"
     )
     sha1 = project.fact("files.Sha1File", f"path={exp.requirements_path}", limit="build_hosts")
     probes = project.fact(
-        "sagefleet.facts.ProbeResult",
+        "sagefleet.facts.verify.ProbeResult",
         f"image_ref={exp.image_ref}",
         f"results_dir={exp.build_dir}/probe",
         limit="build_hosts",
@@ -112,7 +114,7 @@ def test_verify(fleet: harness.Fleet, project: FleetDeploy, converge: DeployResu
         assert (sage["version"], sage["build_tag"]) == ("2.2.0", BASE_BUILD), f"{host}: {sage}"
     gpu = _gpu_nodes(fleet)
     if gpu:
-        gpus = project.fact("sagefleet.facts.GpuHost", limit="gpu_nodes")
+        gpus = project.fact("sagefleet.facts.gpu.GpuHost", limit="gpu_nodes")
         assert gpus == {h: {"nvidia_smi": False, "gpus": []} for h in gpu}, gpus
 
 

@@ -72,11 +72,3 @@ def using(host: FakeHost) -> Iterator[FakeHost]:
     state = SimpleNamespace(config=Config(), cwd=None, print_noop_info=False)
     with ctx_state.use(state), ctx_host.use(host):
         yield host
-
-
-def run_operation(op: Any, facts: dict[str, Any], **kwargs: Any) -> tuple[list[Any], list[str]]:
-    """Run op._inner(**kwargs) on a FakeHost; return (commands, noop messages)."""
-    host = FakeHost(facts)
-    with using(host):
-        commands = [command_data(c) for c in op._inner(**kwargs)]
-    return commands, host.noops

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from fakehost import FakeHost, command_data, using
 
-from sagefleet import operations
+from sagefleet.operations import build, service, verify
+
+MODULES = (build, service, verify)
 
 DATA = Path(__file__).parent / "data" / "operations"
 CASES = sorted(DATA.glob("*/*.json"))
@@ -34,7 +36,7 @@ def _params():
 
 
 def test_every_operation_has_cases():
-    assert {p.parent.name for p in CASES} == {"context", "image"}
+    assert {p.parent.name for p in CASES} == {"build_context", "image"}
     assert len(CASES) >= 25
 
 
@@ -42,7 +44,7 @@ def test_every_operation_has_cases():
 def test_operation_case(path, case):
     assert set(case) <= KEYS, f"unknown keys {set(case) - KEYS}"
     assert ("exception" in case) != ("commands" in case), "give exactly one of commands/exception"
-    op = getattr(operations, path.parent.name)
+    (op,) = [getattr(m, path.parent.name) for m in MODULES if hasattr(m, path.parent.name)]
     host = FakeHost(case.get("facts", {}))
     args = {k: _arg(v) for k, v in case.get("args", {}).items()}
 

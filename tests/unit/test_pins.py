@@ -47,25 +47,25 @@ def wheels(**sageattention) -> dict:
 def test_all_py_validates_and_derives_names():
     pins = validate(load("all.py"))
     assert isinstance(pins, Pins)
-    assert [w.name for w in pins.wheels] == ["sageattention", "sageattn3"]
-    sa = pins.wheel("sageattention")
+    assert [w.name for w in pins.image.wheels] == ["sageattention", "sageattn3"]
+    sa = pins.image.wheel("sageattention")
     assert sa.filename == "sageattention-2.2.0-290.129-cp312-cp312-linux_x86_64.whl"
     assert sa.url == (
         "https://github.com/pixeloven/SageAttention/releases/download/v2.2.0-build.16/"
         "sageattention-2.2.0-290.129-cp312-cp312-linux_x86_64.whl"
     )
-    assert pins.wheel("sageattn3").url == (
+    assert pins.image.wheel("sageattn3").url == (
         "https://github.com/pixeloven/SageAttention/releases/download/v2.2.0-build.16/"
         "sageattn3-1.0.0-290.129-cp312-cp312-linux_x86_64.whl"
     )
-    assert pins.wheel("SageAttention") is sa  # looked up canonically
-    assert pins.wheel("flash-attn") is None
-    assert pins.require_sageattn3 is False
-    assert pins.image_ref == "ghcr.io/pixeloven/comfyui-docker/complete-cuda:latest"
-    assert pins.extra_requirements[0] == "triton==3.5.0"
-    assert pins.bake_files == ("docker-bake.hcl",)
-    assert pins.build_context is None and pins.pip_ca_bundle is None
-    assert pins.min_free_disk_gb == 40.0
+    assert pins.image.wheel("SageAttention") is sa  # looked up canonically
+    assert pins.image.wheel("flash-attn") is None
+    assert pins.image.require_sageattn3 is False
+    assert pins.image.ref == "ghcr.io/pixeloven/comfyui-docker/complete-cuda:latest"
+    assert pins.image.extra_requirements[0] == "triton==3.5.0"
+    assert pins.image.bake_files == ("docker-bake.hcl",)
+    assert pins.image.build_context is None and pins.build.pip_ca_bundle is None
+    assert pins.build.min_free_disk_gb == 40.0
 
 
 def test_known_keys_are_the_keys_of_all_py():
@@ -75,11 +75,11 @@ def test_known_keys_are_the_keys_of_all_py():
 @pytest.mark.parametrize("group, sageattn3", [("blackwell.py", True), ("hopper.py", False)])
 def test_groups_merged_over_all_validate(group, sageattn3):
     pins = validate({**load("all.py"), **load(group)})
-    assert pins.require_sageattn3 is sageattn3
+    assert pins.image.require_sageattn3 is sageattn3
 
 
 def test_template_context_is_plain_data():
-    ctx = validate(load("all.py")).template_context()
+    ctx = validate(load("all.py")).image.template_vars()
     assert set(ctx) == {
         "python_version",
         "torch_version",
@@ -111,7 +111,7 @@ def test_local_wheelhouse_allows_http_and_file_urls():
             }
         )
     )
-    assert pins.wheel("sageattention").url == (
+    assert pins.image.wheel("sageattention").url == (
         "http://wheels.lan:8080/releases/v2.2.0-build.16/"
         "sageattention-2.2.0-290.129-cp312-cp312-linux_x86_64.whl"
     )
@@ -134,11 +134,13 @@ def test_other_good_values():
             }
         )
     )
-    assert pins.build_context == GitContext("https://github.com/pixeloven/ComfyUI-Docker", "v1")
-    assert pins.extra_requirements == ("Triton==3.5.0", "diffusers[torch]==0.35.2")
-    assert pins.image_ref == "localhost:5000/sagefleet/comfyui-docker/complete-cuda:latest"
+    assert pins.image.build_context == GitContext(
+        "https://github.com/pixeloven/ComfyUI-Docker", "v1"
+    )
+    assert pins.image.extra_requirements == ("Triton==3.5.0", "diffusers[torch]==0.35.2")
+    assert pins.image.ref == "localhost:5000/sagefleet/comfyui-docker/complete-cuda:latest"
     pins = validate(merged({"build_context": ["services", "docker-bake.hcl"]}))
-    assert pins.build_context == ("services", "docker-bake.hcl")
+    assert pins.image.build_context == ("services", "docker-bake.hcl")
 
 
 def test_foreign_and_extra_keys_are_ignored():
@@ -591,8 +593,8 @@ DIGEST = "172.17.0.1:5000/sagefleet/comfyui-docker/complete-cuda@sha256:" + "a" 
 
 def test_rollout_keys_of_all_py():
     pins = validate(load("all.py"))
-    assert pins.rollout_batch_size == 2 and pins.rollout_canary_group == "canary"
-    assert pins.service_volumes == (
+    assert pins.service.rollout_batch_size == 2 and pins.service.rollout_canary_group == "canary"
+    assert pins.service.service_volumes == (
         ("/opt/comfyui/models", "/app/ComfyUI/models"),
         ("/opt/comfyui/output", "/app/ComfyUI/output"),
     )
@@ -602,14 +604,14 @@ def test_rollout_keys_of_all_py():
 def test_rollout_keys_are_optional_with_defaults():
     data = {k: v for k, v in load("all.py").items() if k not in ("state_dir", "service_port")}
     pins = validate(data)
-    assert pins.state_dir == "/var/lib/sagefleet" and pins.service_port == 8188
+    assert pins.service.state_dir == "/var/lib/sagefleet" and pins.service.service_port == 8188
 
 
 def test_rollout_values_from_data():
     pins = validate(merged({"target_image": DIGEST, "rollout_action": "rollback",
                             "rollout_results_dir": "/tmp/r", "service_cli_args": ["--lowvram"]}))  # fmt: skip
     assert pins.target_image == DIGEST and pins.rollout_action == "rollback"
-    assert pins.service_cli_args == ("--lowvram",)
+    assert pins.service.service_cli_args == ("--lowvram",)
 
 
 @pytest.mark.parametrize(

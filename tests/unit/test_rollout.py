@@ -8,8 +8,10 @@ import shlex
 
 import pytest
 
-from sagefleet import commands, operations
-from sagefleet.facts import PublishedImage, ServiceHealth, ServiceState
+from sagefleet import commands
+from sagefleet.facts.build import PublishedImage
+from sagefleet.facts.service import ServiceHealth, ServiceState
+from sagefleet.operations import service as service_ops
 from sagefleet.rollout import (
     Summary,
     apply_batch,
@@ -101,7 +103,7 @@ def test_preview_lines():
 
 
 def _desired(image=B, cli=(), gpus=False, sage=False):
-    return operations.desired_service(
+    return service_ops.desired_service(
         "comfyui", image, 8188, "unless-stopped", (("/m", "/app/m"),), cli, gpus, sage
     )
 
@@ -109,15 +111,15 @@ def _desired(image=B, cli=(), gpus=False, sage=False):
 def test_restart_only_when_digest_or_settings_change():
     argv, settings = _desired()
     running = {"image": B, "labels": {commands.SETTINGS_LABEL: settings}, "status": "running"}
-    assert operations.restart_reason(running, B, settings) is None
-    assert "want" in operations.restart_reason({**running, "image": A}, B, settings)
+    assert service_ops.restart_reason(running, B, settings) is None
+    assert "want" in service_ops.restart_reason({**running, "image": A}, B, settings)
     _, other = _desired(sage=True)
     assert other != settings
-    assert "settings changed" in operations.restart_reason(running, B, other)
-    assert "restarting" in operations.restart_reason(
+    assert "settings changed" in service_ops.restart_reason(running, B, other)
+    assert "restarting" in service_ops.restart_reason(
         {**running, "status": "restarting"}, B, settings
     )
-    assert operations.restart_reason(None, B, settings) == "no service container yet"
+    assert service_ops.restart_reason(None, B, settings) == "no service container yet"
     assert "--gpus" in _desired(gpus=True)[0] and "--gpus" not in argv
 
 
@@ -125,9 +127,9 @@ def test_sage_flag_only_where_the_probe_recommends_it():
     argv, _ = _desired(cli=("--lowvram",), sage=True)
     assert "CLI_ARGS=--lowvram --use-sage-attention" in argv
     stored = {"result": {"recommendation": {"use_sage_attention": True}}}
-    assert operations.use_sage_attention(stored)
-    assert not operations.use_sage_attention({"result": None})
-    assert not operations.use_sage_attention(
+    assert service_ops.use_sage_attention(stored)
+    assert not service_ops.use_sage_attention({"result": None})
+    assert not service_ops.use_sage_attention(
         {"result": {"recommendation": {"use_sage_attention": False}}}
     )
 
@@ -216,7 +218,6 @@ def test_start_service_records_previous_and_quotes():
     assert cmd.index("previous-image") < cmd.index("docker rm -f")
 
 
-def test_registry_and_repository_of():
+def test_registry_of():
     assert commands.registry_of("172.17.0.1:5000/s/x@sha256:" + "a" * 64) == "172.17.0.1:5000"
     assert commands.registry_of("library/ubuntu:24.04") == "docker.io"
-    assert commands.repository_of("reg:5000/s/x:latest") == "reg:5000/s/x"

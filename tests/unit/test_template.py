@@ -14,7 +14,7 @@ from types import ModuleType
 import jinja2
 import pytest
 
-from sagefleet.context import render_requirements
+from sagefleet.inputs import render_requirements
 from sagefleet.pins import validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def render(*groups: str) -> str:
     data: dict = {}
     for name in groups:
         data.update(group_data(name))
-    return render_requirements(validate(data).template_context())
+    return render_requirements(validate(data).image.template_vars())
 
 
 @pytest.fixture(autouse=True)
@@ -81,14 +81,14 @@ def test_offline_urls_use_the_wheelhouse():
 
 
 def test_missing_variable_is_an_error():
-    context = validate(group_data("all.py")).template_context()
+    context = validate(group_data("all.py")).image.template_vars()
     del context["cuda_version"]
     with pytest.raises(jinja2.UndefinedError, match="cuda_version"):
         render_requirements(context)
 
 
 def test_missing_wheel_field_is_an_error():
-    context = validate(group_data("all.py")).template_context()
+    context = validate(group_data("all.py")).image.template_vars()
     del context["wheels"][0]["build_tag"]
     with pytest.raises(jinja2.UndefinedError, match="build_tag"):
         render_requirements(context)

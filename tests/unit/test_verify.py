@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sagefleet.verify import Expectation, describe, expectation, gate_failures
+from sagefleet.gate import Expectation, describe, expectation, gate_failures
 from tests.offline_pins import offline_pins
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The fleet report from a live fleet: `python -m sagefleet.gather` (README: `make report`).
+"""The fleet report from a live fleet: `python -m sagefleet.report.gather` (README: `make report`).
 
 Runs `pyinfra inventory.py fleet_report.py` (facts only: GPUs, the image ID and its
 stored probe result per host), then prints the table and writes reports/fleet.json
@@ -15,14 +15,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .context import PROJECT_ROOT, PYINFRA_CLI
-from .report import render_table, write_reports
+from ..deploys.report import REPORT_DIR_ENV
+from ..project import PROJECT_ROOT, PYINFRA_CLI
+from .document import write_reports
+from .table import render_table
 
 
 def gather(out_dir: Path, pyinfra_args: list[str]) -> tuple[int, list[dict]]:
     hosts_dir = out_dir / "hosts"
     shutil.rmtree(hosts_dir, ignore_errors=True)
-    env = {**os.environ, "SAGEFLEET_REPORT_DIR": str(out_dir.resolve())}
+    env = {**os.environ, REPORT_DIR_ENV: str(out_dir.resolve())}
     rc = subprocess.call(
         [PYINFRA_CLI, "-y", "inventory.py", "fleet_report.py", *pyinfra_args],
         cwd=PROJECT_ROOT,

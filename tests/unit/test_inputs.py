@@ -1,4 +1,4 @@
-"""sagefleet.context: a reproducible tarball, and an inputs hash that moves with its inputs."""
+"""sagefleet.inputs: a reproducible tarball, and an inputs hash that moves with its inputs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from sagefleet.context import REQUIREMENTS_PATH, build_context, inputs_hash
+from sagefleet.inputs import REQUIREMENTS_PATH, context_tarball, inputs_hash
 
 
 @pytest.fixture
@@ -27,9 +27,9 @@ PATHS = ["services", "docker-bake.hcl"]
 
 
 def test_tarball_is_deterministic(project):
-    first = build_context(PATHS, project)
+    first = context_tarball(PATHS, project)
     (project / "docker-bake.hcl").touch()  # a new mtime must not matter
-    second = build_context(PATHS, project)
+    second = context_tarball(PATHS, project)
     assert first == second
     with tarfile.open(fileobj=io.BytesIO(first.tar)) as tar:
         members = tar.getmembers()
@@ -41,7 +41,7 @@ def test_tarball_is_deterministic(project):
 
 
 def test_tarball_leaves_out_caches_and_the_rendered_requirements(project):
-    assert build_context(PATHS, project).files == (
+    assert context_tarball(PATHS, project).files == (
         "docker-bake.hcl",
         "services/comfy/complete/Dockerfile",
         "services/comfy/complete/run.sh",
@@ -49,21 +49,21 @@ def test_tarball_leaves_out_caches_and_the_rendered_requirements(project):
 
 
 def test_content_change_changes_the_digest(project):
-    before = build_context(PATHS, project).digest
+    before = context_tarball(PATHS, project).digest
     (project / "services/comfy/complete/Dockerfile").write_text("FROM busybox\n")
-    assert build_context(PATHS, project).digest != before
+    assert context_tarball(PATHS, project).digest != before
 
 
 def test_excluded_files_do_not_change_the_digest(project):
-    before = build_context(PATHS, project).digest
+    before = context_tarball(PATHS, project).digest
     (project / REQUIREMENTS_PATH).write_text("other\n")
     (project / "services/comfy/complete/__pycache__/y.pyc").write_bytes(b"1")
-    assert build_context(PATHS, project).digest == before
+    assert context_tarball(PATHS, project).digest == before
 
 
 def test_missing_path_is_an_error(project):
     with pytest.raises(FileNotFoundError, match="'nope' does not exist"):
-        build_context(["nope"], project)
+        context_tarball(["nope"], project)
 
 
 BASE = {

@@ -32,11 +32,11 @@ class Expectation:
 def expectation(pins) -> Expectation:
     """The gate's demands, from validated Pins."""
     return Expectation(
-        wheels={w.name: (w.version, w.build_tag) for w in pins.wheels},
-        require_sageattn3=pins.require_sageattn3,
-        torch_version=pins.torch_version if pins.verify_torch else None,
-        min_cosine=pins.verify_min_cosine,
-        max_rel_l1=pins.verify_max_rel_l1,
+        wheels={w.name: (w.version, w.build_tag) for w in pins.image.wheels},
+        require_sageattn3=pins.image.require_sageattn3,
+        torch_version=pins.image.torch_version if pins.verify.verify_torch else None,
+        min_cosine=pins.verify.verify_min_cosine,
+        max_rel_l1=pins.verify.verify_max_rel_l1,
     )
 
 

@@ -1,24 +1,25 @@
-"""The build context on the control machine: which files, their tarball, the rendered
-requirements, and the inputs hash that decides whether a bake is needed.
+"""A build's inputs, computed on the control machine: the build context (which files,
+their tarball), the rendered requirements, and the inputs hash that decides whether a
+bake is needed.
 
 Everything here is computed locally and deterministically, so a no-change run
-needs no remote reads beyond one marker and one image label.
+needs no remote reads beyond one fact.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
-import sys
 import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# The pyinfra CLI of the interpreter running sagefleet (its virtualenv's).
-PYINFRA_CLI = str(Path(sys.executable).with_name("pyinfra"))
+from .pins import GitContext, Pins
+from .project import PROJECT_ROOT
+
 TEMPLATE = PROJECT_ROOT / "templates" / "extra-requirements.txt.j2"
 REQUIREMENTS_PATH = "services/comfy/complete/extra-requirements.txt"
 DEFAULT_CONTEXT = ("services", "docker-bake.hcl")
@@ -28,7 +29,7 @@ _SKIP_PARTS = {"__pycache__", ".git", ".pytest_cache"}
 
 
 @dataclass(frozen=True)
-class BuildContext:
+class ContextTarball:
     """A tarball of local files and its digest."""
 
     tar: bytes
@@ -53,7 +54,7 @@ def context_files(paths: Iterable[str], root: Path = PROJECT_ROOT) -> list[tuple
     return sorted(out.items())
 
 
-def build_context(paths: Iterable[str], root: Path = PROJECT_ROOT) -> BuildContext:
+def context_tarball(paths: Iterable[str], root: Path = PROJECT_ROOT) -> ContextTarball:
     """A reproducible tarball (fixed owner, mode and mtime) of the context files."""
     buf = io.BytesIO()
     names = []
@@ -68,14 +69,14 @@ def build_context(paths: Iterable[str], root: Path = PROJECT_ROOT) -> BuildConte
             tar.addfile(info, io.BytesIO(data))
             names.append(name)
     data = buf.getvalue()
-    return BuildContext(tar=data, digest=hashlib.sha256(data).hexdigest(), files=tuple(names))
+    return ContextTarball(tar=data, digest=hashlib.sha256(data).hexdigest(), files=tuple(names))
 
 
-def render_requirements(template_context: Mapping[str, object], template: Path = TEMPLATE) -> str:
+def render_requirements(template_vars: Mapping[str, object], template: Path = TEMPLATE) -> str:
     """Render the requirements exactly as files.template will on the host."""
     from pyinfra.api.util import get_template
 
-    return get_template(str(template), dict(JINJA_KWARGS)).render(dict(template_context))
+    return get_template(str(template), dict(JINJA_KWARGS)).render(dict(template_vars))
 
 
 def inputs_hash(
@@ -97,3 +98,43 @@ def inputs_hash(
         sort_keys=True,
     )
     return "sha256:" + hashlib.sha256(doc.encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _tarball(paths: tuple[str, ...], root: Path) -> ContextTarball:
+    """The context tarball, made once per pyinfra run rather than once per host."""
+    return context_tarball(paths, root)
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """Everything a bake of one host depends on, computed locally once."""
+
+    git: GitContext | None
+    tarball: ContextTarball | None  # None for a git context
+    context_digest: str
+    requirements: str
+    variables: dict[str, str]
+    inputs: str
+    ca_path: str | None  # where the CA bundle for pip goes on the host
+
+
+def build_inputs(pins: Pins, root: Path = PROJECT_ROOT) -> BuildInputs:
+    """The rendered requirements, context digest, bake variables and inputs hash."""
+    image = pins.image
+    requirements = render_requirements(image.template_vars())
+    git = image.build_context if isinstance(image.build_context, GitContext) else None
+    tarball = None if git else _tarball(tuple(image.build_context or DEFAULT_CONTEXT), root)
+    context_digest = f"git:{git.git}@{git.ref}" if git else tarball.digest
+    variables = image.bake_variables()
+    return BuildInputs(
+        git=git,
+        tarball=tarball,
+        context_digest=context_digest,
+        requirements=requirements,
+        variables=variables,
+        inputs=inputs_hash(
+            context_digest, requirements, image.bake_files, image.bake_target, variables
+        ),
+        ca_path=f"{pins.build.build_dir}/secrets/pip-ca.pem" if pins.build.pip_ca_bundle else None,
+    )

@@ -1,0 +1,131 @@
+"""Operations on GPU nodes: pull one digest, run the service from it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+
+from pyinfra import host, logger
+from pyinfra.api import operation
+
+from .. import commands
+from ..facts.service import ImagePresent, ServiceState
+from ..facts.verify import ProbeResult
+from .util import require_abs, require_digest_ref, require_name
+
+
+@operation()
+def pull(image: str, docker_config: str | None = None):
+    """
+    Pull exactly one digest (``repo@sha256:...``) onto a GPU node.
+
+    + image: the image pinned by digest; a tag is refused
+    + docker_config: directory on the host with the registry login
+
+    Idempotence: an image already present under that digest means nothing to do.
+    """
+    require_digest_ref(image)
+    present = host.get_fact(ImagePresent, image_ref=image)
+    if present:
+        host.noop(f"{image.split('@')[1][:19]} already pulled (image {present[:19]})")
+        return
+    yield commands.pull(image, docker_config)
+
+
+def service_settings(run_argv: Sequence[str]) -> str:
+    """Hash of everything the container is started with (image included)."""
+    return "sha256:" + hashlib.sha256(json.dumps(list(run_argv)).encode()).hexdigest()
+
+
+def restart_reason(container: dict | None, image: str, settings: str) -> str | None:
+    """Why the service must be (re)started, or None when it runs as wanted (pure)."""
+    if not container:
+        return "no service container yet"
+    if container.get("image") != image:
+        return f"runs {container.get('image')}, want {image}"
+    if (container.get("labels") or {}).get(commands.SETTINGS_LABEL) != settings:
+        return "settings changed (port, volumes, CLI_ARGS, restart policy or GPUs)"
+    if container.get("status") != "running":
+        return f"container is {container.get('status')}"
+    return None
+
+
+def use_sage_attention(stored_probe: dict) -> bool:
+    """The probe's own recommendation for this node and image (False when not probed)."""
+    result = stored_probe.get("result") or {}
+    return bool((result.get("recommendation") or {}).get("use_sage_attention"))
+
+
+def desired_service(
+    container: str,
+    image: str,
+    port: int,
+    restart: str,
+    volumes: Sequence[tuple[str, str]],
+    cli_args: Sequence[str],
+    gpus: bool,
+    use_sage: bool,
+) -> tuple[list[str], str]:
+    """(docker run argv, settings hash) of the service as it should run."""
+    args = list(cli_args) + (["--use-sage-attention"] if use_sage else [])
+    bare = commands.service_args(container, image, port, restart, volumes, args, gpus, "")
+    settings = service_settings(bare)
+    return commands.service_args(
+        container, image, port, restart, volumes, args, gpus, settings
+    ), settings
+
+
+@operation()
+def service(
+    container: str,
+    image: str,
+    port: int,
+    state_dir: str,
+    restart: str = "unless-stopped",
+    volumes: Sequence[tuple[str, str]] = (),
+    cli_args: Sequence[str] = (),
+    probe_dir: str | None = None,
+):
+    """
+    Run the ComfyUI container from exactly ``image`` (repo@sha256:...).
+
+    + container: the container's name
+    + image: the image pinned by digest
+    + port: published on the node and given to the image as ``COMFY_PORT``
+    + state_dir: ``previous-image`` there records what ran before (rollback)
+    + restart: Docker restart policy
+    + volumes: (host path, container path) pairs; host paths are created
+    + cli_args: ``CLI_ARGS``; ``--use-sage-attention`` is added where the node's
+      stored probe of this image (``probe_dir``) recommends it
+    + probe_dir: where ``sagefleet.operations.verify.probe`` stored results on this node
+
+    ``--gpus all`` is passed where the engine has the NVIDIA runtime. Idempotence:
+    the running container's image reference and its ``org.sagefleet.settings``
+    label (hash of the whole ``docker run`` line) are compared with what is
+    wanted; equal and running means nothing to do, else the container is replaced.
+    """
+    require_digest_ref(image)
+    require_abs("state_dir", state_dir)
+    require_name("container name", container)
+    for src, dst in volumes:
+        require_abs("volume host path", src)
+        require_abs("volume container path", dst)
+    svc = host.get_fact(ServiceState, container=container, state_dir=state_dir)
+    if not svc["docker"]:
+        yield commands.fail("the Docker engine is not reachable on this GPU node: start dockerd")
+        return
+    use_sage = False
+    if probe_dir:
+        use_sage = use_sage_attention(
+            host.get_fact(ProbeResult, image_ref=image, results_dir=probe_dir)
+        )
+    argv, settings = desired_service(
+        container, image, port, restart, volumes, cli_args, svc["nvidia_runtime"], use_sage
+    )
+    reason = restart_reason(svc["container"], image, settings)
+    if reason is None:
+        host.noop(f"{container} already runs {image.split('@')[1][:19]} with these settings")
+        return
+    logger.info(f"{host.print_prefix}(re)start {container}: {reason}")
+    yield commands.start_service(container, image, argv, volumes, state_dir)

@@ -1,0 +1,76 @@
+"""Verification on build hosts and GPU nodes: the kernel probe, then the gate."""
+
+from __future__ import annotations
+
+from pyinfra import host, logger, state
+from pyinfra.api import operation
+
+from .. import commands
+from ..facts.build import BuildHost
+from ..facts.verify import ProbeResult
+from ..gate import Expectation, describe, gate_failures
+from .util import require_abs
+
+
+@operation()
+def probe(
+    build_dir: str,
+    image_ref: str,
+    probe_path: str,
+    quick: bool = True,
+    timeout_s: float = 300,
+):
+    """
+    Run the SageAttention kernel probe in the current image, once per image ID.
+
+    + build_dir: results go to ``{build_dir}/probe/<image id>.json``
+    + image_ref: the image to probe (the tag the bake produced)
+    + probe_path: the probe script on the host (sagefleet/probe.py, put there first)
+    + quick: 4 shapes per kernel instead of 16
+    + timeout_s: per kernel; each kernel runs in its own subprocess
+
+    Idempotence: a result stored for the image ID the tag points to means nothing
+    to do; a rebuilt image (new ID) is probed again. ``--gpus all`` is passed where
+    the engine has the NVIDIA runtime; elsewhere the probe reports "no GPU".
+    Under ``--dry`` nothing runs: the kernels run only in this operation.
+    """
+    require_abs("build_dir", build_dir)
+    results_dir = f"{build_dir}/probe"
+    stored = host.get_fact(ProbeResult, image_ref=image_ref, results_dir=results_dir)
+    if stored["image_id"] and stored["result"] is not None:
+        host.noop(f"probe result for image {stored['image_id'][:19]} already stored")
+        return
+    gpus = host.get_fact(BuildHost, image_ref=image_ref)["nvidia_runtime"]
+    yield commands.probe(
+        image_ref, probe_path, results_dir, gpus=gpus, quick=quick, timeout_s=timeout_s
+    )
+
+
+@operation()
+def gate(build_dir: str, image_ref: str, expect: Expectation):
+    """
+    Fail the host unless the probed image matches the pins (the verification gate).
+
+    + build_dir: where ``sagefleet.operations.verify.probe`` stored its results
+    + image_ref: the image whose stored result is checked
+    + expect: a ``sagefleet.gate.Expectation`` (versions, wheel build tags,
+      sageattn3 requirement, torch version, kernel accuracy bounds)
+
+    Reads only the stored probe result: nothing runs in the image here. Passing is
+    a noop that names what was verified; failing fails the host with every reason.
+    """
+    stored = host.get_fact(ProbeResult, image_ref=image_ref, results_dir=f"{build_dir}/probe")
+    if stored["result"] is None:
+        if state.is_executing:
+            yield commands.fail(f"no probe result for image {stored['image_id']} of {image_ref}")
+        else:
+            host.noop("verification runs after the probe of the image")
+        return
+    failures = gate_failures(stored["result"], expect)
+    image_id = (stored["image_id"] or "")[:19]
+    if failures:
+        message = f"verification failed for image {image_id}: " + "; ".join(failures)
+        logger.warning(f"{host.print_prefix}{message}")
+        yield commands.fail(message)
+        return
+    host.noop(f"verified image {image_id}: {describe(stored['result'])}")

@@ -1,0 +1,105 @@
+"""How the service runs on GPU nodes and how a rollout reaches them.
+
+All keys are optional (the defaults are ServicePins'), so data written before the
+rollout existed still validates. Pure: imports no pyinfra.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from .check import NAME, Checker
+
+_SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+_RESTART = re.compile(r"(no|always|unless-stopped|on-failure(:[0-9]+)?)")
+# CLI_ARGS is word-split by the image's shell: one option or value per item, no spaces.
+_CLI_ARG = re.compile(r"[A-Za-z0-9_.,:=/+-]+")
+
+
+@dataclass(frozen=True)
+class ServicePins:
+    """The ComfyUI service on GPU nodes, and the rollout's batches (docs/rollout.md)."""
+
+    state_dir: str = "/var/lib/sagefleet"
+    registry_auth_file: str | None = None
+    service_name: str = "comfyui"
+    service_port: int = 8188
+    service_restart: str = "unless-stopped"
+    service_volumes: tuple[tuple[str, str], ...] = ()
+    service_cli_args: tuple[str, ...] = ()
+    health_timeout_s: float = 60.0
+    rollout_batch_size: int = 2
+    rollout_canary_group: str = "canary"
+    verify_on_nodes: bool = True
+
+
+SERVICE_KEYS = tuple(f.name for f in fields(ServicePins))
+
+
+def check_service(c: Checker, data: Mapping[str, object]) -> ServicePins:
+    """The service keys, in the order of group_data/all.py (missing: the default)."""
+    defaults = ServicePins()
+
+    def get(key: str) -> object:
+        return data.get(key, getattr(defaults, key))
+
+    state_dir = c.abs_path("state_dir", get("state_dir"))
+    auth = get("registry_auth_file")
+    auth = None if auth is None else c.abs_path("registry_auth_file", auth)
+    name = c.matching(
+        "service_name",
+        get("service_name"),
+        _SERVICE_NAME,
+        "a container name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*",
+    )
+    port = get("service_port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        c.fail("service_port", port, "must be a TCP port number (1-65535)")
+    restart = c.matching(
+        "service_restart",
+        get("service_restart"),
+        _RESTART,
+        "a Docker restart policy (no, always, unless-stopped, on-failure[:N])",
+    )
+    volumes = _volumes(c, get("service_volumes"))
+    args = c.string_list("service_cli_args", get("service_cli_args"))
+    for i, arg in enumerate(args):
+        c.match(f"service_cli_args[{i}]", arg, _CLI_ARG, "one option or value without spaces")
+    health = c.number("health_timeout_s", get("health_timeout_s"), 1.0, None)
+    size = get("rollout_batch_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        c.fail("rollout_batch_size", size, "must be a whole number >= 1")
+    canary = c.matching("rollout_canary_group", get("rollout_canary_group"), NAME, "a group name")
+    return ServicePins(
+        state_dir=state_dir,
+        registry_auth_file=auth,
+        service_name=name,
+        service_port=port,
+        service_restart=restart,
+        service_volumes=volumes,
+        service_cli_args=args,
+        health_timeout_s=health,
+        rollout_batch_size=size,
+        rollout_canary_group=canary,
+        verify_on_nodes=c.boolean("verify_on_nodes", get("verify_on_nodes")),
+    )
+
+
+def _volumes(c: Checker, volumes: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(volumes, Mapping | list | tuple):
+        c.fail("service_volumes", volumes, "must be a dict {host path: container path}")
+    pairs = volumes.items() if isinstance(volumes, Mapping) else volumes
+    checked = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            c.fail(f"service_volumes[{i}]", pair, "must be a (host path, container path) pair")
+        src, dst = pair
+        checked.append(
+            (
+                c.abs_path(f"service_volumes[{src!r}]", src),
+                c.abs_path(f"service_volumes[{src!r}]", dst),
+            )
+        )
+    return tuple(checked)
