@@ -14,7 +14,7 @@ from pyinfra.operations import files
 
 from .. import commands
 from ..facts.build import BuildHost, ContextMarker, PublishedImage
-from ..gate import Expectation, describe, gate_failures
+from .snapshot import Snapshot, changed, found
 from .util import NAME_RE, require_abs
 
 _VAR_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -27,6 +27,7 @@ def build_context(
     digest: str | None = None,
     git_url: str | None = None,
     git_ref: str | None = None,
+    snapshot: Snapshot | None = None,
 ):
     """
     Put the build context in ``{build_dir}/context``.
@@ -37,6 +38,7 @@ def build_context(
     + git_url: instead of a tarball, clone this repository ...
     + git_ref: ... at this ref (pin a commit: a moving branch is not re-checked
       until the digest changes, i.e. until url or ref change)
+    + snapshot: the run's ``BuildState`` (its ``marker``); None: read ``ContextMarker``
 
     Idempotence: the digest of the context in place is kept in
     ``{build_dir}/context.digest``; an equal digest means nothing to do. Files
@@ -58,9 +60,14 @@ def build_context(
         raise OperationError("git_ref is required with git_url")
     context_dir = f"{build_dir}/context"
     marker = f"{build_dir}/context.digest"
-    if host.get_fact(ContextMarker, marker_path=marker) == digest:
+    doc = found(snapshot)
+    in_place = (
+        doc["marker"] if doc is not None else host.get_fact(ContextMarker, marker_path=marker)
+    )
+    if in_place == digest:
         host.noop(f"build context {digest[:12]} already in {context_dir}")
         return
+    changed(snapshot)
     if git_url is not None:
         yield commands.git_context(git_url, git_ref, context_dir, marker, digest)
         return
@@ -80,6 +87,7 @@ def image(
     ca_bundle_path: str | None = None,
     min_free_gb: float = 0,
     force: bool = False,
+    snapshot: Snapshot | None = None,
 ):
     """
     Build ``target`` with ``docker buildx bake --load`` when its inputs changed.
@@ -94,10 +102,12 @@ def image(
     + ca_bundle_path: path on the host of a CA bundle for pip, handed to BuildKit as secret ``pip_ca``
     + min_free_gb: refuse to build with less free disk under the Docker root
     + force: bake even when the label matches
+    + snapshot: the run's ``BuildState`` (the image's ID and label); None: read ``BuildHost``
 
     Idempotence: the image's ``org.sagefleet.inputs`` label is compared with
-    ``inputs``; equal means nothing to do. Preflight (engine reachable, buildx
-    present, free disk) fails the host with what to install before any change.
+    ``inputs``; equal means nothing to do. When a bake is needed, the preflight
+    (engine reachable, buildx present, free disk) fails the host with what to
+    install before any change.
     A failed bake keeps the current tag on the current image; a successful one
     keeps the replaced image tagged ``<tag>-previous``. Concurrent runs on one
     host: the second refuses (exit 75) while the first holds the build lock.
@@ -122,14 +132,18 @@ def image(
     if not inputs:
         raise OperationError("inputs (the inputs hash) is required")
 
-    facts = host.get_fact(BuildHost, image_ref=image_ref)
-    current = facts["image"]
-    if not facts["problems"] and current and current["inputs"] == inputs and not force:
+    doc = found(snapshot)
+    facts = host.get_fact(BuildHost, image_ref=image_ref) if doc is None else None
+    current = doc["image"] if doc is not None else facts["image"]
+    if current and current["inputs"] == inputs and not force:
         host.noop(
             f"{image_ref} is up to date: image {current['id'][:19]} was built from inputs {inputs[:19]}"
         )
         return
-    # Disk is checked only when a bake would run: the last build may have used it.
+    changed(snapshot)
+    facts = facts or host.get_fact(BuildHost, image_ref=image_ref)
+    # The engine and disk are checked only when a bake would run: the last build may
+    # have used the disk, and an image in place needs no buildx.
     problems = list(facts["problems"])
     if facts["free_gb"] is not None and facts["free_gb"] < min_free_gb:
         problems.append(
@@ -162,44 +176,6 @@ def image(
         log_path=f"{build_dir}/bake.log",
         lock_path=f"{build_dir}/build.lock",
     )
-
-
-@operation()
-def unchanged(
-    image_ref: str,
-    image_id: str,
-    inputs: str,
-    stored_probe: dict,
-    expect: Expectation,
-    in_place: Sequence[str] = (),
-):
-    """
-    Report a build host where nothing needs doing, decided from one ``BuildState`` read.
-
-    + image_ref, image_id, inputs: the current image, its ID and its inputs label
-    + stored_probe: the probe result stored for that image ID
-    + expect: the verification gate's demands (``sagefleet.gate.Expectation``)
-    + in_place: what was found already in place, for the noop messages
-
-    ``sagefleet.deploys.build_image`` calls this instead of its eight operations
-    only when every check they would make already holds (context digest, build
-    directory, each file's sha1 and mode, image label, stored probe result), so
-    a no-change run costs one round trip per host. The gate still applies to the
-    stored result: a failing gate fails the host here as ``gate`` does.
-    """
-    failures = gate_failures(stored_probe, expect)
-    if failures:
-        message = f"verification failed for image {image_id[:19]}: " + "; ".join(failures)
-        logger.warning(f"{host.print_prefix}{message}")
-        yield commands.fail(message)
-        return
-    host.noop(
-        f"{image_ref} is up to date: image {image_id[:19]} was built from inputs {inputs[:19]}"
-    )
-    if in_place:
-        host.noop("already in place: " + ", ".join(in_place))
-    host.noop(f"probe result for image {image_id[:19]} already stored")
-    host.noop(f"verified image {image_id[:19]}: {describe(stored_probe)}")
 
 
 @operation()

@@ -9,7 +9,17 @@ from .. import commands
 from ..facts.build import BuildHost
 from ..facts.verify import ProbeResult
 from ..gate import Expectation, describe, gate_failures
+from .snapshot import Snapshot, changed, found
 from .util import require_abs
+
+
+def _stored(snapshot: Snapshot | None, image_ref: str, results_dir: str) -> dict:
+    """The stored probe result of the image the tag points to: from the snapshot while it
+    holds, else from the ``ProbeResult`` fact."""
+    doc = found(snapshot)
+    if doc is None:
+        return host.get_fact(ProbeResult, image_ref=image_ref, results_dir=results_dir)
+    return {"image_id": (doc["image"] or {}).get("id"), "result": doc["probe"]}
 
 
 @operation()
@@ -19,6 +29,7 @@ def probe(
     probe_path: str,
     quick: bool = True,
     timeout_s: float = 300,
+    snapshot: Snapshot | None = None,
 ):
     """
     Run the SageAttention kernel probe in the current image, once per image ID.
@@ -28,6 +39,7 @@ def probe(
     + probe_path: the probe script on the host (sagefleet/probe.py, put there first)
     + quick: 4 shapes per kernel instead of 16
     + timeout_s: per kernel; each kernel runs in its own subprocess
+    + snapshot: the run's ``BuildState`` (image ID, stored result); None: read ``ProbeResult``
 
     Idempotence: a result stored for the image ID the tag points to means nothing
     to do; a rebuilt image (new ID) is probed again. ``--gpus all`` is passed where
@@ -36,10 +48,11 @@ def probe(
     """
     require_abs("build_dir", build_dir)
     results_dir = f"{build_dir}/probe"
-    stored = host.get_fact(ProbeResult, image_ref=image_ref, results_dir=results_dir)
+    stored = _stored(snapshot, image_ref, results_dir)
     if stored["image_id"] and stored["result"] is not None:
         host.noop(f"probe result for image {stored['image_id'][:19]} already stored")
         return
+    changed(snapshot)
     gpus = host.get_fact(BuildHost, image_ref=image_ref)["nvidia_runtime"]
     yield commands.probe(
         image_ref, probe_path, results_dir, gpus=gpus, quick=quick, timeout_s=timeout_s
@@ -47,7 +60,7 @@ def probe(
 
 
 @operation()
-def gate(build_dir: str, image_ref: str, expect: Expectation):
+def gate(build_dir: str, image_ref: str, expect: Expectation, snapshot: Snapshot | None = None):
     """
     Fail the host unless the probed image matches the pins (the verification gate).
 
@@ -55,11 +68,12 @@ def gate(build_dir: str, image_ref: str, expect: Expectation):
     + image_ref: the image whose stored result is checked
     + expect: a ``sagefleet.gate.Expectation`` (versions, wheel build tags,
       sageattn3 requirement, torch version, kernel accuracy bounds)
+    + snapshot: the run's ``BuildState`` (image ID, stored result); None: read ``ProbeResult``
 
     Reads only the stored probe result: nothing runs in the image here. Passing is
     a noop that names what was verified; failing fails the host with every reason.
     """
-    stored = host.get_fact(ProbeResult, image_ref=image_ref, results_dir=f"{build_dir}/probe")
+    stored = _stored(snapshot, image_ref, f"{build_dir}/probe")
     if stored["result"] is None:
         if state.is_executing:
             yield commands.fail(f"no probe result for image {stored['image_id']} of {image_ref}")

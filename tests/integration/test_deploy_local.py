@@ -124,6 +124,50 @@ def test_second_run_changes_nothing_and_runs_no_bake(project):
     assert (image_id(project["image"]), log.stat().st_mtime_ns) == before
 
 
+# build_image with one more step, as a maintainer would add one: a deploy file that
+# appends a dummy operation to sagefleet.deploys.build.BUILD_STEPS, then runs deploy.py's call.
+DUMMY_DEPLOY = """
+from pyinfra.operations import python
+
+from sagefleet.deploys import build
+
+
+def _mark():
+    with open(MARKER, "a") as f:
+        f.write("ran\\n")
+
+
+def _dummy_step(run):
+    python.call(name="Dummy step", function=_mark)
+
+
+build.BUILD_STEPS.append(_dummy_step)
+build.deploy_build_hosts()
+"""
+
+
+def test_no_change_run_cannot_skip_an_added_operation(project):
+    """A no-change run (every other operation decides "nothing to do" from the one
+    BuildState read) still runs an operation added to build_image: no shortcut skips it."""
+    marker = project["tmp"] / "dummy-step-ran"
+    deploy_file = project["tmp"] / "deploy_with_dummy_step.py"
+    deploy_file.write_text(DUMMY_DEPLOY.replace("MARKER", repr(str(marker))))
+    proc = run_pyinfra(
+        "-y",
+        "inventory.py",
+        str(deploy_file),
+        "--group-data",
+        str(project["overrides"]),
+        env=project["env"],
+    )
+    assert proc.returncode == 0, proc.output
+    assert marker.read_text() == "ran\n", proc.output
+    assert "bake needed" not in proc.output
+    total = next(line for line in proc.output.splitlines() if "Grand total" in line).split()
+    # Grand total  <ops>  <success>  <error>  <no change>: the dummy step is the one change
+    assert total[3] == "1" and total[4] == "-", proc.output
+
+
 def test_dry_run_shows_diff_and_changes_nothing(project):
     rendered = Path(project["build_dir"]) / "context/services/comfy/complete/extra-requirements.txt"
     before = (image_id(project["image"]), rendered.read_text())

@@ -2,7 +2,7 @@
 
 A case: {"args": {...}, "facts": {Fact: {"k=v": value}}, "commands": [...], "noops": [...]}
 or {"args": ..., "facts": ..., "exception": {"name": ..., "message": ...}}. An argument
-{"bytes": "text"} is passed as b"text". "xfail": "why" marks a known bug (strict).
+{"bytes": "text"} is passed as b"text", {"snapshot": BuildState document} as a Snapshot. "xfail": "why" marks a known bug (strict).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 from fakehost import FakeHost, command_data, using
 
 from sagefleet.operations import build, service, verify
+from sagefleet.operations.snapshot import Snapshot
 
 MODULES = (build, service, verify)
 
@@ -25,6 +26,8 @@ KEYS = {"description", "args", "facts", "commands", "noops", "exception", "xfail
 def _arg(value):
     if isinstance(value, dict) and set(value) == {"bytes"}:
         return value["bytes"].encode()
+    if isinstance(value, dict) and set(value) == {"snapshot"}:
+        return Snapshot(value["snapshot"])
     return value
 
 
