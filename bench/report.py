@@ -224,7 +224,7 @@ def render(results: dict) -> str:
         L.append(f"| {n} | {_fmt(median(t['dry'][n]))} s | {_fmt(median(t['sagefleet'][n]))} s |")
     L.append(
         "\nA preview reads the same one fact (`BuildState`) per host as an apply and, on a "
-        "no-change fleet, plans one no-op operation per host; it costs what an apply costs.\n"
+        "no-change fleet, plans only no-op operations; it costs what an apply costs.\n"
     )
 
     if "build" in results:
@@ -352,15 +352,14 @@ Fixed in sagefleet (commit "perf: ..."):
 
 - `build_image` first reads one fact, `BuildState` (one round trip: context marker,
   build dir mode, sha1 and mode of the three files, image ID and inputs label, the
-  probe result stored for that image ID). When every check the eight operations would
-  make already holds, it reports the host with one operation (`operations.unchanged`:
-  the same noop reasons, and the verification gate still applied to the stored
-  result) instead of the eight. Anything different, or `force_rebuild`, takes the full
-  path unchanged, so `--dry --diff` still shows the template diff through
-  `files.template`. The price: a host where something changed pays one round trip
-  more (the `BuildState` read) before the usual ones.
-- `BuildHost` takes buildx's version from `docker info`'s plugin list (docker info already
-  runs the plugin) instead of a second CLI + plugin start: ~165 → ~95 ms per read.
+  probe result stored for that image ID), and each of its operations decides from that
+  one read (issue 9: no second copy of their checks): on a no-change host they all
+  noop without a round trip. The first operation that changes something makes the
+  read stale, and later ones read their own facts again, so `--dry --diff` still shows
+  the template diff through `files.template`. The price: a host where something
+  changed pays one round trip more (the `BuildState` read) before the usual ones.
+- `BuildHost` (read only when a bake or a probe is due) takes buildx's version from
+  `docker info`'s plugin list, `docker buildx version` where the list lacks it.
 - The build context tarball is made once per run, not once per host.
 - `files.template` / the probe script upload skip the parent-directory fact
   (`create_remote_dir=False`: the directory exists from the previous operation).

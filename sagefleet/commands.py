@@ -143,6 +143,26 @@ SETTINGS_LABEL = "org.sagefleet.settings"
 HEALTH_FALLBACK_LINE = "using pytorch attention instead"
 
 
+def health_restarts_path(state_dir: str) -> str:
+    """Where await_service records the restart count before its settle time."""
+    return f"{state_dir}/health-restarts"
+
+
+def await_service(name: str, port: int, timeout_s: float, settle_s: float, state_dir: str) -> str:
+    """Wait up to timeout_s for http://127.0.0.1:<port>/ to answer, record the container's
+    restart count, then wait settle_s (a restart loop shows as a higher count after it).
+    Exits 0 either way: the ServiceHealth fact judges what it finds."""
+    url = f"http://127.0.0.1:{int(port)}/"
+    restarts = health_restarts_path(state_dir)
+    return (
+        f"mkdir -p {q(state_dir)} && deadline=$(( $(date +%s) + {int(timeout_s)} )); "
+        f"until curl -fsS -o /dev/null --max-time 2 {q(url)} 2>/dev/null; do "
+        '[ "$(date +%s)" -ge "$deadline" ] && break; sleep 0.5; done; '
+        f"docker container inspect -f '{{{{.RestartCount}}}}' {q(name)} > {q(restarts)} 2>/dev/null "
+        f"|| rm -f {q(restarts)}; sleep {float(settle_s)}"
+    )
+
+
 def registry_of(image_ref: str) -> str:
     """The registry host[:port] of an image reference ('docker.io' when it names none)."""
     first, _, rest = image_ref.partition("/")

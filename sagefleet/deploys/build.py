@@ -93,20 +93,27 @@ def _ca_bundle(run: BuildRun) -> None:
         )
 
 
-def _image(run: BuildRun) -> None:
-    pins = run.pins
-    build_ops.image(
-        name=f"Bake {pins.image.bake_target}",
-        build_dir=run.build_dir,
+def bake_args(pins: Pins, inputs: BuildInputs) -> dict:
+    """What bake builds, for the image and push operations alike (same values, so a push
+    reuses the build's cache)."""
+    return dict(
+        build_dir=pins.build.build_dir,
         target=pins.image.bake_target,
         image_ref=pins.image.ref,
-        inputs=run.inputs.inputs,
+        inputs=inputs.inputs,
         bake_files=pins.image.bake_files,
-        variables=run.inputs.variables,
-        ca_bundle_path=run.inputs.ca_path,
-        min_free_gb=pins.build.min_free_disk_gb,
-        force=pins.build.force_rebuild,
+        variables=inputs.variables,
+        ca_bundle_path=inputs.ca_path,
+    )
+
+
+def _image(run: BuildRun) -> None:
+    build_ops.image(
+        name=f"Bake {run.pins.image.bake_target}",
+        min_free_gb=run.pins.build.min_free_disk_gb,
+        force=run.pins.build.force_rebuild,
         snapshot=run.snapshot,
+        **bake_args(run.pins, run.inputs),
     )
 
 
@@ -167,19 +174,12 @@ def probe_and_gate(
         # Build hosts: the Build directory operation made work_dir already.
         create_remote_dir=create_dir,
     )
+    where = dict(build_dir=work_dir, image_ref=image_ref, snapshot=snapshot)
     verify_ops.probe(
         name="Kernel probe",
-        build_dir=work_dir,
-        image_ref=image_ref,
         probe_path=probe_path(work_dir),
         quick=pins.verify.probe_quick,
         timeout_s=pins.verify.probe_timeout_s,
-        snapshot=snapshot,
+        **where,
     )
-    verify_ops.gate(
-        name="Verification gate",
-        build_dir=work_dir,
-        image_ref=image_ref,
-        expect=expectation(pins),
-        snapshot=snapshot,
-    )
+    verify_ops.gate(name="Verification gate", expect=expectation(pins), **where)

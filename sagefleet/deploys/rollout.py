@@ -21,7 +21,7 @@ from ..inputs import build_inputs
 from ..operations import build as build_ops
 from ..operations import service as service_ops
 from ..pins import host_pins
-from .build import build_image, probe_and_gate
+from .build import bake_args, build_image, probe_and_gate
 from .report import write_result
 
 # Build hosts push (publish_image); GPU nodes pull one digest and (re)start the
@@ -99,24 +99,15 @@ def publish_image():
     pins = host_pins(host)
     build_image()
     docker_config = registry_login(pins, registry_of(pins.image.ref))
-    b = build_inputs(pins)
-    variables, inputs, ca_path = b.variables, b.inputs, b.ca_path
+    inputs = build_inputs(pins)
     build_ops.push(
-        name=f"Push {pins.image.ref}",
-        build_dir=pins.build.build_dir,
-        target=pins.image.bake_target,
-        image_ref=pins.image.ref,
-        inputs=inputs,
-        bake_files=pins.image.bake_files,
-        variables=variables,
-        ca_bundle_path=ca_path,
-        docker_config=docker_config,
+        name=f"Push {pins.image.ref}", docker_config=docker_config, **bake_args(pins, inputs)
     )
     python.call(
         name="Record the pushed digest",
         function=_record_published,
         pins=pins,
-        inputs=inputs,
+        inputs=inputs.inputs,
         results_dir=pins.rollout_results_dir,
     )
 
@@ -140,7 +131,7 @@ def _check_and_record(pins, action: str, image: str, before: dict, results_dir: 
         ServiceHealth,
         container=pins.service.service_name,
         port=pins.service.service_port,
-        timeout_s=pins.service.health_timeout_s,
+        state_dir=pins.service.state_dir,
     )
     after = host.get_fact(
         ServiceState, container=pins.service.service_name, state_dir=pins.service.state_dir
@@ -234,6 +225,13 @@ def rollout_node():
     if pins.service.verify_on_nodes:
         probe_and_gate(pins, pins.service.state_dir, image)
     service_ops.service(name=f"Service {pins.service.service_name}", **_service_kwargs(pins, image))
+    service_ops.await_service(
+        name=f"Wait for {pins.service.service_name}",
+        container=pins.service.service_name,
+        port=pins.service.service_port,
+        state_dir=pins.service.state_dir,
+        timeout_s=pins.service.health_timeout_s,
+    )
     python.call(
         name="Health check",
         function=_check_and_record,

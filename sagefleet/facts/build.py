@@ -12,24 +12,7 @@ from typing import Any
 from pyinfra.api import FactBase
 
 from ..commands import INPUTS_LABEL, previous_tag, q
-
-# Shell that prints {"docker_info": ..., "buildx": ..., "root_free_kb": ..., "image": ..., "previous": ...}
-# using docker's own JSON output; a missing piece prints null.
-_BUILD_HOST_SH = r"""
-if ! command -v docker >/dev/null 2>&1; then printf '{"docker_cli": false}\n'; exit 0; fi
-info=$(docker info --format '{{json .}}' 2>/dev/null) || info=''
-[ -n "$info" ] || { printf '{"docker_cli": true, "docker_info": null}\n'; exit 0; }
-root=$(printf '%s' "$info" | sed -n 's/.*"DockerRootDir":"\([^"]*\)".*/\1/p')
-free=$(df -Pk "${root:-/}" 2>/dev/null | awk 'NR==2 {print $4}')
-# docker info already ran buildx for its plugin list (ClientInfo.Plugins): take the
-# version from there rather than start the CLI and the plugin again (~80 ms a host).
-bx=$(printf '%s' "$info" | sed -n 's/.*"Version":"\([^"]*\)"[^{}]*"Name":"buildx".*/\1/p' | tr -cd 'A-Za-z0-9.+~-')
-[ -n "$bx" ] || bx=$(docker buildx version 2>/dev/null | awk 'NR==1 {print $2}' | tr -cd 'A-Za-z0-9.+~-')
-img=$(docker image inspect --format '{{json .}}' IMAGE_REF 2>/dev/null) || img=null
-prev=$(docker image inspect --format '{{json .Id}}' PREVIOUS_REF 2>/dev/null) || prev=null
-printf '{"docker_cli": true, "docker_info": %s, "buildx": "%s", "root_free_kb": %s, "image": %s, "previous_id": %s}\n' \
-  "$info" "$bx" "${free:-null}" "${img:-null}" "${prev:-null}"
-"""
+from .util import json_doc, sectioned, sections, text
 
 
 def _version_tuple(version: str | None) -> tuple[int, ...]:
@@ -53,93 +36,123 @@ class BuildHost(FactBase):
     (a list of what is missing and how to fix it; empty when ready).
     """
 
+    def requires_command(self, image_ref: str) -> str:
+        return "docker"
+
     def command(self, image_ref: str) -> str:
-        return _BUILD_HOST_SH.replace("PREVIOUS_REF", q(previous_tag(image_ref))).replace(
-            "IMAGE_REF", q(image_ref)
+        return sectioned(
+            {
+                "info": "docker info --format '{{json .}}' 2>/dev/null || true",
+                "df": (
+                    "df -Pk \"$(docker info --format '{{.DockerRootDir}}' 2>/dev/null || echo /)\""
+                    " 2>/dev/null || true"
+                ),
+                "buildx": "docker buildx version 2>/dev/null || true",
+                "image": f"docker image inspect --format '{{{{json .}}}}' {q(image_ref)} 2>/dev/null || true",
+                "previous": (
+                    f"docker image inspect --format '{{{{json .Id}}}}' "
+                    f"{q(previous_tag(image_ref))} 2>/dev/null || true"
+                ),
+            }
         )
 
+    def default(self) -> dict[str, Any]:
+        """No docker CLI on the host (pyinfra's requires_command)."""
+        return _build_host_result({"docker_cli": False})
+
     def process(self, output: list[str]) -> dict[str, Any]:
-        doc = json.loads("\n".join(output))
-        info = doc.get("docker_info")
-        # Some docker CLIs exit 0 with the daemon down, printing client info only and
-        # ServerErrors: no ServerVersion means no engine answered.
-        if info and (info.get("ServerErrors") or not info.get("ServerVersion")):
-            info = None
-        problems = []
-        result: dict[str, Any] = {
-            "docker": bool(info),
-            "docker_version": None,
-            "buildx_version": None,
-            "docker_root": None,
-            "free_gb": None,
-            "nvidia_runtime": False,
-            "image": None,
-            "previous_id": doc.get("previous_id"),
-            "problems": problems,
-        }
-        if not doc.get("docker_cli"):
-            problems.append(
-                "the docker CLI is not installed: install Docker Engine >= 23 "
-                "(Debian/Ubuntu: apt-get install docker.io docker-buildx)"
-            )
-            return result
-        if not info:
-            problems.append(
-                "the Docker engine is not reachable: start dockerd "
-                "(systemctl start docker) and check that this user may use /var/run/docker.sock"
-            )
-            return result
-        result["docker_version"] = info.get("ServerVersion")
-        result["docker_root"] = info.get("DockerRootDir")
-        result["nvidia_runtime"] = "nvidia" in (info.get("Runtimes") or {})
-        if _version_tuple(result["docker_version"]) < (23,):
-            problems.append(
-                f"Docker Engine {result['docker_version']} is too old for named build contexts: "
-                "install Docker Engine >= 23"
-            )
-        buildx = doc.get("buildx") or None
-        result["buildx_version"] = buildx
-        if not buildx:
-            problems.append(
-                "docker buildx is missing: install the buildx plugin "
-                "(Debian/Ubuntu: apt-get install docker-buildx)"
-            )
-        elif _version_tuple(buildx) < (0, 10):
-            problems.append(f"docker buildx {buildx} is too old for bake contexts: install >= 0.10")
-        if doc.get("root_free_kb") is not None:
-            result["free_gb"] = round(doc["root_free_kb"] / 1024 / 1024, 2)
-        image = doc.get("image")
-        if image:
-            labels = (image.get("Config") or {}).get("Labels") or {}
-            result["image"] = {
-                "id": image.get("Id"),
-                "created": image.get("Created"),
-                "labels": labels,
-                "inputs": labels.get(INPUTS_LABEL),
+        parts = sections(output)
+        info = json_doc(parts.get("info"))
+        return _build_host_result(
+            {
+                "docker_cli": True,
+                "docker_info": info,
+                "buildx": _buildx_version(info or {}, parts.get("buildx") or []),
+                "root_free_kb": _free_kb(parts.get("df") or []),
+                "image": json_doc(parts.get("image")),
+                "previous_id": json_doc(parts.get("previous")),
             }
+        )
+
+
+def _free_kb(df_lines: list[str]) -> int | None:
+    """Available 1K blocks from ``df -Pk``'s data line."""
+    rows = [line.split() for line in df_lines[1:] if line.strip()]
+    try:
+        return int(rows[-1][3])
+    except (IndexError, ValueError):
+        return None
+
+
+def _buildx_version(info: dict, version_lines: list[str]) -> str | None:
+    """From docker info's plugin list, else from ``docker buildx version``."""
+    for plugin in (info.get("ClientInfo") or {}).get("Plugins") or []:
+        if plugin.get("Name") == "buildx" and plugin.get("Version"):
+            return plugin["Version"]
+    words = (text(version_lines) or "").split()
+    return words[1] if len(words) > 1 else None
+
+
+def _build_host_result(doc: dict[str, Any]) -> dict[str, Any]:
+    """BuildHost's result from the parts read (None where one printed nothing)."""
+    info = doc.get("docker_info")
+    # Some docker CLIs exit 0 with the daemon down, printing client info only and
+    # ServerErrors: no ServerVersion means no engine answered.
+    if info and (info.get("ServerErrors") or not info.get("ServerVersion")):
+        info = None
+    problems = []
+    result: dict[str, Any] = {
+        "docker": bool(info),
+        "docker_version": None,
+        "buildx_version": None,
+        "docker_root": None,
+        "free_gb": None,
+        "nvidia_runtime": False,
+        "image": None,
+        "previous_id": doc.get("previous_id"),
+        "problems": problems,
+    }
+    if not doc.get("docker_cli"):
+        problems.append(
+            "the docker CLI is not installed: install Docker Engine >= 23 "
+            "(Debian/Ubuntu: apt-get install docker.io docker-buildx)"
+        )
         return result
-
-
-_BUILD_STATE_SH = r"""
-m=$(cat MARKER 2>/dev/null || true)
-d=$( [ -d BUILD_DIR ] && stat -c %a BUILD_DIR 2>/dev/null || true)
-printf '{"marker": "%s", "build_dir_mode": "%s", "files": {' "$m" "$d"
-sep=''
-for f in FILES; do
-  if [ -f "$f" ]; then
-    printf '%s"%s": {"sha1": "%s", "mode": "%s"}' "$sep" "$f" "$(sha1sum "$f" | cut -d' ' -f1)" "$(stat -c %a "$f")"
-  else printf '%s"%s": null' "$sep" "$f"; fi
-  sep=', '
-done
-printf '}, "image": '
-if img=$(docker image inspect --format '{{.Id}} {{json (index .Config.Labels "INPUTS_LABEL")}}' IMAGE_REF 2>/dev/null); then
-  id=${img%% *}
-  printf '{"id": "%s", "inputs": %s}, "probe": ' "$id" "${img#* }"
-  r=RESULTS_DIR/"${id#sha256:}".json
-  if [ -s "$r" ]; then cat "$r"; else printf null; fi
-else printf 'null, "probe": null'; fi
-printf '}\n'
-"""
+    if not info:
+        problems.append(
+            "the Docker engine is not reachable: start dockerd "
+            "(systemctl start docker) and check that this user may use /var/run/docker.sock"
+        )
+        return result
+    result["docker_version"] = info.get("ServerVersion")
+    result["docker_root"] = info.get("DockerRootDir")
+    result["nvidia_runtime"] = "nvidia" in (info.get("Runtimes") or {})
+    if _version_tuple(result["docker_version"]) < (23,):
+        problems.append(
+            f"Docker Engine {result['docker_version']} is too old for named build contexts: "
+            "install Docker Engine >= 23"
+        )
+    buildx = doc.get("buildx") or None
+    result["buildx_version"] = buildx
+    if not buildx:
+        problems.append(
+            "docker buildx is missing: install the buildx plugin "
+            "(Debian/Ubuntu: apt-get install docker-buildx)"
+        )
+    elif _version_tuple(buildx) < (0, 10):
+        problems.append(f"docker buildx {buildx} is too old for bake contexts: install >= 0.10")
+    if doc.get("root_free_kb") is not None:
+        result["free_gb"] = round(doc["root_free_kb"] / 1024 / 1024, 2)
+    image = doc.get("image")
+    if image:
+        labels = (image.get("Config") or {}).get("Labels") or {}
+        result["image"] = {
+            "id": image.get("Id"),
+            "created": image.get("Created"),
+            "labels": labels,
+            "inputs": labels.get(INPUTS_LABEL),
+        }
+    return result
 
 
 class BuildState(FactBase):
@@ -154,27 +167,50 @@ class BuildState(FactBase):
     """
 
     def command(self, build_dir: str, image_ref: str, files: list[str]) -> str:
-        return (
-            _BUILD_STATE_SH.replace("MARKER", q(f"{build_dir}/context.digest"))
-            .replace("BUILD_DIR", q(build_dir))
-            .replace("FILES", " ".join(q(f) for f in files) or "''")
-            .replace("INPUTS_LABEL", INPUTS_LABEL)
-            .replace("IMAGE_REF", q(image_ref))
-            .replace("RESULTS_DIR", q(f"{build_dir}/probe"))
+        paths = " ".join(q(f) for f in files) or "''"
+        results = q(f"{build_dir}/probe")
+        return sectioned(
+            {
+                "marker": f"cat {q(build_dir + '/context.digest')} 2>/dev/null || true",
+                "build_dir_mode": f"[ ! -d {q(build_dir)} ] || stat -c %a {q(build_dir)}",
+                "sha1": f"sha1sum -- {paths} 2>/dev/null || true",
+                "mode": f"stat -c '%a %n' -- {paths} 2>/dev/null || true",
+                # The image's ID, then its labels as docker prints them (JSON).
+                "image": (
+                    "img=$(docker image inspect --format '{{.Id}} {{json .Config.Labels}}' "
+                    f"{q(image_ref)} 2>/dev/null) && printf '%s\\n' \"$img\" || img=''"
+                ),
+                # The probe result stored for exactly that ID (the file name is the ID).
+                "probe": (
+                    f'[ -z "$img" ] || {{ id=${{img%% *}}; cat {results}/"${{id#sha256:}}".json; }}'
+                    " 2>/dev/null || true"
+                ),
+            }
         )
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        doc = json.loads("\n".join(output))
-        image = doc.get("image")
-        if image is not None:
-            image["inputs"] = image.get("inputs") or None
+        parts = sections(output)
+        sha1 = dict(_path_value(line) for line in parts.get("sha1") or [] if line.strip())
+        mode = dict(_path_value(line) for line in parts.get("mode") or [] if line.strip())
+        image = None
+        image_line = text(parts.get("image"))
+        if image_line:
+            image_id, _, labels = image_line.partition(" ")
+            labels = json.loads(labels or "null") or {}
+            image = {"id": image_id, "inputs": labels.get(INPUTS_LABEL) or None}
         return {
-            "marker": doc.get("marker") or None,
-            "build_dir_mode": doc.get("build_dir_mode") or None,
-            "files": {k: v for k, v in (doc.get("files") or {}).items() if k},
+            "marker": text(parts.get("marker")),
+            "build_dir_mode": text(parts.get("build_dir_mode")),
+            "files": {p: {"sha1": sha1[p], "mode": mode.get(p)} for p in sha1},
             "image": image,
-            "probe": doc.get("probe"),
+            "probe": json_doc(parts.get("probe")) if image else None,
         }
+
+
+def _path_value(line: str) -> tuple[str, str]:
+    """``sha1sum``'s "<sha1>  <path>" or ``stat``'s "<mode> <path>" as (path, value)."""
+    value, _, path = line.partition(" ")
+    return path.lstrip(" *"), value
 
 
 class ContextMarker(FactBase):
@@ -186,8 +222,7 @@ class ContextMarker(FactBase):
         return f"cat {q(marker_path)} 2>/dev/null || true"
 
     def process(self, output: list[str]) -> str | None:
-        text = "\n".join(output).strip()
-        return text or None
+        return text(output)
 
 
 class PublishedImage(FactBase):
@@ -199,15 +234,16 @@ class PublishedImage(FactBase):
     """
 
     def command(self, push_dir: str) -> str:
-        meta, inputs = q(f"{push_dir}/metadata.json"), q(f"{push_dir}/inputs")
-        return (
-            f'i=$(cat {inputs} 2>/dev/null || true); printf \'{{"inputs": "%s", "metadata": \' "$i"; '
-            f"if [ -s {meta} ]; then cat {meta}; else printf null; fi; printf '}}\\n'"
+        return sectioned(
+            {
+                "inputs": f"cat {q(push_dir + '/inputs')} 2>/dev/null || true",
+                "metadata": f"cat {q(push_dir + '/metadata.json')} 2>/dev/null || true",
+            }
         )
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        doc = json.loads("\n".join(output))
-        return {"inputs": doc.get("inputs") or None, "metadata": doc.get("metadata")}
+        parts = sections(output)
+        return {"inputs": text(parts.get("inputs")), "metadata": json_doc(parts.get("metadata"))}
 
     @staticmethod
     def digest(published: dict[str, Any], target: str) -> str | None:

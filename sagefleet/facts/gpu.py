@@ -2,30 +2,43 @@
 
 from __future__ import annotations
 
-import json
+import csv
 from typing import Any
 
 from pyinfra.api import FactBase
 
+_QUERY = "name,compute_cap,driver_version,memory.total"
+
 
 class GpuHost(FactBase):
     """
-    The host's GPUs as nvidia-smi reports them, and whether Docker can hand them out.
+    The host's GPUs as nvidia-smi reports them (its CSV output).
 
     Returns ``{"gpus": [{"name", "capability", "driver", "memory_mib"}], "nvidia_smi": bool}``;
     no nvidia-smi (or no GPU) gives an empty list.
     """
 
+    def requires_command(self) -> str:
+        return "nvidia-smi"
+
     def command(self) -> str:
-        return (
-            "if command -v nvidia-smi >/dev/null 2>&1; then "
-            'printf \'{"nvidia_smi": true, "gpus": [\'; '
-            "nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total "
-            "--format=csv,noheader,nounits 2>/dev/null | "
-            'awk -F\', *\' \'{gsub(/"/, ""); printf "%s{\\"name\\": \\"%s\\", \\"capability\\": \\"%s\\", '
-            '\\"driver\\": \\"%s\\", \\"memory_mib\\": %d}", (NR > 1 ? ", " : ""), $1, $2, $3, $4}\'; '
-            "printf ']}\\n'; else printf '{\"nvidia_smi\": false, \"gpus\": []}\\n'; fi"
-        )
+        # With the header line, a working nvidia-smi never prints nothing.
+        return f"nvidia-smi --query-gpu={_QUERY} --format=csv,nounits"
+
+    def default(self) -> dict[str, Any]:
+        return {"nvidia_smi": False, "gpus": []}
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        return json.loads("\n".join(output))
+        rows = list(csv.reader(line for line in output if line.strip()))
+        gpus = []
+        for row in rows[1:]:  # rows[0] is nvidia-smi's header
+            name, capability, driver, memory = (cell.strip() for cell in row[:4])
+            gpus.append(
+                {
+                    "name": name,
+                    "capability": capability,
+                    "driver": driver,
+                    "memory_mib": int(float(memory)) if memory.replace(".", "").isdigit() else None,
+                }
+            )
+        return {"nvidia_smi": True, "gpus": gpus}

@@ -2,108 +2,117 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pyinfra.api import FactBase
 
-from ..commands import q
+from ..commands import HEALTH_FALLBACK_LINE, health_restarts_path, q
+from .util import json_doc, sectioned, sections, text
 
-_CONTAINER_FORMAT = (
-    '{"id": {{json .Id}}, "image": {{json .Config.Image}}, "image_id": {{json .Image}}, '
-    '"labels": {{json .Config.Labels}}, "status": {{json .State.Status}}, '
-    '"restarts": {{json .RestartCount}}}'
-)
+
+def _container(inspect: dict | None) -> dict[str, Any] | None:
+    """The fields of ``docker container inspect`` the rollout looks at."""
+    if not inspect:
+        return None
+    config, state = inspect.get("Config") or {}, inspect.get("State") or {}
+    return {
+        "id": inspect.get("Id"),
+        "image": config.get("Image"),
+        "image_id": inspect.get("Image"),
+        "labels": config.get("Labels") or {},
+        "status": state.get("Status"),
+        "restarts": inspect.get("RestartCount"),
+    }
+
+
+def _inspect(container: str) -> str:
+    return f"docker container inspect --format '{{{{json .}}}}' {q(container)} 2>/dev/null || true"
 
 
 class ServiceState(FactBase):
     """
     The service container on a node, the digest it ran before, and the engine.
 
-    Returns ``{"docker": bool, "nvidia_runtime": bool, "container": None | {image,
+    Returns ``{"docker": bool, "nvidia_runtime": bool, "container": None | {id, image,
     image_id, labels, status, restarts}, "previous": str | None}``: ``image`` is the
     reference the container was started from (repo@sha256:... for a rollout),
     ``previous`` the one recorded before the last replacement (rollback target).
     """
 
     def command(self, container: str, state_dir: str) -> str:
-        return (
-            "rt=$(docker info --format '{{json .Runtimes}}' 2>/dev/null) || rt=''; "
-            f"c=$(docker inspect --format {q(_CONTAINER_FORMAT)} {q(container)} 2>/dev/null) || c=''; "
-            f"p=$(cat {q(state_dir + '/previous-image')} 2>/dev/null || true); "
-            'printf \'{"runtimes": %s, "container": %s, "previous": "%s"}\\n\' '
-            '"${rt:-null}" "${c:-null}" "$p"'
+        return sectioned(
+            {
+                "runtimes": "docker info --format '{{json .Runtimes}}' 2>/dev/null || true",
+                "container": _inspect(container),
+                "previous": f"cat {q(state_dir + '/previous-image')} 2>/dev/null || true",
+            }
         )
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        doc = json.loads("\n".join(output))
-        runtimes = doc.get("runtimes")
-        container = doc.get("container")
-        if container is not None:
-            container["labels"] = container.get("labels") or {}
+        parts = sections(output)
+        runtimes = json_doc(parts.get("runtimes"))
         return {
             "docker": runtimes is not None,
             "nvidia_runtime": "nvidia" in (runtimes or {}),
-            "container": container,
-            "previous": doc.get("previous") or None,
+            "container": _container(json_doc(parts.get("container"))),
+            "previous": text(parts.get("previous")),
         }
-
-
-# Polls until the port answers (or the deadline), then watches for settle_s that the
-# container keeps running without restarting; prints one JSON line with what it saw.
-_HEALTH_SH = r"""
-name=NAME; port=PORT; deadline=$(( $(date +%s) + TIMEOUT )); http=false
-while :; do
-  if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/" 2>/dev/null; then http=true; break; fi
-  [ "$(date +%s)" -ge "$deadline" ] && break
-  sleep 0.5
-done
-r1=$(docker inspect -f '{{.RestartCount}}' "$name" 2>/dev/null) || r1=null
-sleep SETTLE
-r2=$(docker inspect -f '{{.RestartCount}}' "$name" 2>/dev/null) || r2=null
-st=$(docker inspect -f '{{.State.Status}}' "$name" 2>/dev/null) || st=missing
-fb=$(docker logs "$name" 2>&1 | grep -ci 'FALLBACK' || true)
-printf '{"http": %s, "restarts_before": %s, "restarts_after": %s, "status": "%s", "fallback_lines": %s}\n' \
-  "$http" "$r1" "$r2" "$st" "${fb:-0}"
-"""
 
 
 class ServiceHealth(FactBase):
     """
-    Health of the service container: the HTTP port answers, it is not restart-looping,
-    its log has no "using pytorch attention instead" fallback line.
+    Health of the service container now: the HTTP port answers, it is not
+    restart-looping, its log has no "using pytorch attention instead" fallback line.
 
-    Waits up to ``timeout_s`` for the port, then ``settle_s`` more. Returns
+    Read once, no waiting: ``sagefleet.operations.service.await_service`` waits for
+    the port and records the restart count before its settle time. Returns
     ``{"healthy": bool, "problems": [str], "http", "status", "restarts_before",
-    "restarts_after", "fallback_lines"}``. Read-only; used after a (re)start.
+    "restarts_after", "fallback_lines"}``.
     """
 
-    def command(self, container: str, port: int, timeout_s: float = 60, settle_s: float = 2) -> str:
-        from ..commands import HEALTH_FALLBACK_LINE
-
-        return (
-            _HEALTH_SH.replace("NAME", q(container))
-            .replace("PORT", str(int(port)))
-            .replace("TIMEOUT", str(int(timeout_s)))
-            .replace("SETTLE", str(float(settle_s)))
-            .replace("FALLBACK", HEALTH_FALLBACK_LINE)
+    def command(self, container: str, port: int, state_dir: str) -> str:
+        url = f"http://127.0.0.1:{int(port)}/"
+        return sectioned(
+            {
+                "http": f"curl -fsS -o /dev/null --max-time 2 {q(url)} 2>/dev/null && echo ok || true",
+                "container": _inspect(container),
+                "restarts_before": f"cat {q(health_restarts_path(state_dir))} 2>/dev/null || true",
+                "fallback_lines": (
+                    f"docker logs {q(container)} 2>&1 | grep -ci {q(HEALTH_FALLBACK_LINE)} || true"
+                ),
+            }
         )
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        doc = json.loads(output[-1])
-        problems = []
-        if doc.get("status") != "running":
-            problems.append(f"container is {doc.get('status')}, not running")
-        if not doc.get("http"):
-            problems.append("HTTP port did not answer")
-        before, after = doc.get("restarts_before"), doc.get("restarts_after")
-        if before is not None and after is not None and after > before:
-            problems.append(f"restart-looping (restart count {before} -> {after})")
-        elif after:
-            problems.append(f"container restarted {after} times")
-        if doc.get("fallback_lines"):
-            problems.append("log says 'using pytorch attention instead' (SageAttention fallback)")
-        return {**doc, "healthy": not problems, "problems": problems}
+        parts = sections(output)
+        container = _container(json_doc(parts.get("container"))) or {}
+        before = text(parts.get("restarts_before"))
+        return health(
+            {
+                "http": text(parts.get("http")) == "ok",
+                "restarts_before": int(before) if before and before.isdigit() else None,
+                "restarts_after": container.get("restarts"),
+                "status": container.get("status") or "missing",
+                "fallback_lines": int(text(parts.get("fallback_lines")) or 0),
+            }
+        )
+
+
+def health(doc: dict[str, Any]) -> dict[str, Any]:
+    """The verdict on what ServiceHealth read: healthy, or every problem found."""
+    problems = []
+    if doc.get("status") != "running":
+        problems.append(f"container is {doc.get('status')}, not running")
+    if not doc.get("http"):
+        problems.append("HTTP port did not answer")
+    before, after = doc.get("restarts_before"), doc.get("restarts_after")
+    if before is not None and after is not None and after > before:
+        problems.append(f"restart-looping (restart count {before} -> {after})")
+    elif after:
+        problems.append(f"container restarted {after} times")
+    if doc.get("fallback_lines"):
+        problems.append("log says 'using pytorch attention instead' (SageAttention fallback)")
+    return {**doc, "healthy": not problems, "problems": problems}
 
 
 class ImagePresent(FactBase):
@@ -113,5 +122,4 @@ class ImagePresent(FactBase):
         return f"docker image inspect -f '{{{{.Id}}}}' {q(image_ref)} 2>/dev/null || true"
 
     def process(self, output: list[str]) -> str | None:
-        text = "\n".join(output).strip()
-        return text or None
+        return text(output)

@@ -122,16 +122,7 @@ def image(
             inputs="sha256:...",
         )
     """
-    require_abs("build_dir", build_dir)
-    if not NAME_RE.match(target or ""):
-        raise OperationError(f"invalid bake target {target!r}")
-    variables = dict(variables or {})
-    for key in variables:
-        if not _VAR_RE.match(key):
-            raise OperationError(f"invalid bake variable name {key!r}")
-    if not inputs:
-        raise OperationError("inputs (the inputs hash) is required")
-
+    variables = _bake_env(build_dir, target, inputs, variables, ca_bundle_path)
     doc = found(snapshot)
     facts = host.get_fact(BuildHost, image_ref=image_ref) if doc is None else None
     current = doc["image"] if doc is not None else facts["image"]
@@ -141,32 +132,21 @@ def image(
         )
         return
     changed(snapshot)
-    facts = facts or host.get_fact(BuildHost, image_ref=image_ref)
     # The engine and disk are checked only when a bake would run: the last build may
     # have used the disk, and an image in place needs no buildx.
-    problems = list(facts["problems"])
-    if facts["free_gb"] is not None and facts["free_gb"] < min_free_gb:
-        problems.append(
-            f"only {facts['free_gb']} GB free under {facts['docker_root']} "
-            f"(min_free_disk_gb = {min_free_gb}): free space (docker system prune) or lower the threshold"
-        )
+    problems = _preflight(facts or host.get_fact(BuildHost, image_ref=image_ref), min_free_gb)
     if problems:
         message = "preflight failed: " + "; ".join(problems)
         logger.warning(f"{host.print_prefix}{message}")
         yield commands.fail(message)
         return
-
-    if current and not force:
-        logger.info(
-            f"{host.print_prefix}bake needed: {image_ref} has inputs "
-            f"{(current['inputs'] or 'none')[:19]}, want {inputs[:19]}"
-        )
-    elif not current:
+    if not current:
         logger.info(f"{host.print_prefix}bake needed: no image {image_ref} on this host yet")
-
-    variables["SAGEFLEET_INPUTS"] = inputs
-    if ca_bundle_path:
-        variables["PIP_CA_BUNDLE"] = ca_bundle_path
+    elif not force:
+        have = (current["inputs"] or "none")[:19]
+        logger.info(
+            f"{host.print_prefix}bake needed: {image_ref} has inputs {have}, want {inputs[:19]}"
+        )
     yield commands.bake(
         context_dir=f"{build_dir}/context",
         bake_files=bake_files,
@@ -176,6 +156,40 @@ def image(
         log_path=f"{build_dir}/bake.log",
         lock_path=f"{build_dir}/build.lock",
     )
+
+
+def _bake_env(
+    build_dir: str,
+    target: str,
+    inputs: str,
+    variables: Mapping[str, str] | None,
+    ca_bundle_path: str | None,
+) -> dict[str, str]:
+    """Check a bake's arguments; its bake variables with the inputs hash and CA path."""
+    require_abs("build_dir", build_dir)
+    if not NAME_RE.match(target or ""):
+        raise OperationError(f"invalid bake target {target!r}")
+    env = dict(variables or {})
+    for key in env:
+        if not _VAR_RE.match(key):
+            raise OperationError(f"invalid bake variable name {key!r}")
+    if not inputs:
+        raise OperationError("inputs (the inputs hash) is required")
+    env["SAGEFLEET_INPUTS"] = inputs
+    if ca_bundle_path:
+        env["PIP_CA_BUNDLE"] = ca_bundle_path
+    return env
+
+
+def _preflight(facts: dict, min_free_gb: float) -> list[str]:
+    """What keeps this host from baking (BuildHost's problems, then free disk)."""
+    problems = list(facts["problems"])
+    if facts["free_gb"] is not None and facts["free_gb"] < min_free_gb:
+        problems.append(
+            f"only {facts['free_gb']} GB free under {facts['docker_root']} "
+            f"(min_free_disk_gb = {min_free_gb}): free space (docker system prune) or lower the threshold"
+        )
+    return problems
 
 
 @operation()
@@ -203,11 +217,7 @@ def push(
     same image name mean nothing to do. Credentials go through ``DOCKER_CONFIG``,
     never the command line.
     """
-    require_abs("build_dir", build_dir)
-    if not NAME_RE.match(target or ""):
-        raise OperationError(f"invalid bake target {target!r}")
-    if not inputs:
-        raise OperationError("inputs (the inputs hash) is required")
+    variables = _bake_env(build_dir, target, inputs, variables, ca_bundle_path)
     push_dir = f"{build_dir}/push"
     published = host.get_fact(PublishedImage, push_dir=push_dir)
     digest = PublishedImage.digest(published, target)
@@ -215,10 +225,6 @@ def push(
     if published["inputs"] == inputs and digest and name == image_ref:
         host.noop(f"{image_ref} (inputs {inputs[:19]}) already pushed as {digest[:19]}")
         return
-    variables = dict(variables or {})
-    variables["SAGEFLEET_INPUTS"] = inputs
-    if ca_bundle_path:
-        variables["PIP_CA_BUNDLE"] = ca_bundle_path
     yield f"mkdir -p {commands.q(push_dir)}"
     yield commands.bake_push(
         context_dir=f"{build_dir}/context",

@@ -129,3 +129,23 @@ def service(
         return
     logger.info(f"{host.print_prefix}(re)start {container}: {reason}")
     yield commands.start_service(container, image, argv, volumes, state_dir)
+
+
+@operation()
+def await_service(
+    container: str, port: int, state_dir: str, timeout_s: float = 60, settle_s: float = 2
+):
+    """
+    Wait for the service after a (re)start: its port answers, then it keeps running.
+
+    + container, port: the service container and its published port
+    + state_dir: the restart count before the settle time is kept there for ``ServiceHealth``
+    + timeout_s: how long the port may take to answer
+    + settle_s: how long the container must then keep running without a restart
+
+    Always runs (it waits; it changes nothing): the ``ServiceHealth`` fact, read after
+    it, says whether the service is healthy.
+    """
+    require_name("container name", container)
+    require_abs("state_dir", state_dir)
+    yield commands.await_service(container, port, timeout_s, settle_s, state_dir)

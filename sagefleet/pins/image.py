@@ -17,7 +17,17 @@ from .check import IMAGE_REF, MISSING, NAME, Checker, unknown_reason
 from .wheels import Wheel, check_wheels
 
 _PYTHON_VERSION = re.compile(r"3\.(0|[1-9][0-9]*)")
-_GIT_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+# (pattern, what a value must be) per key checked against a pattern.
+_GIT_REF = (
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*"),
+    "a git ref matching [A-Za-z0-9][A-Za-z0-9._/-]*",
+)
+_BAKE_TARGET = (NAME, "a name matching [A-Za-z0-9][A-Za-z0-9._-]*")
+_IMAGE_LABEL = (NAME, "a tag matching [A-Za-z0-9][A-Za-z0-9._-]*")
+_BASE_IMAGE = (
+    IMAGE_REF,
+    "a Docker image reference like 'nvidia/cuda:12.9.1-cudnn-runtime-ubuntu24.04'",
+)
 _REGISTRY = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*")
 
 IMAGE_KEYS = (
@@ -133,9 +143,7 @@ def check_image(c: Checker, data: Mapping[str, object]) -> ImagePins:
         c.fail("require_sageattn3", True, "requires a 'sageattn3' entry in sage_wheels")
     extra_requirements = _requirements(c, data["extra_requirements"], wheels)
 
-    bake_target = c.matching(
-        "bake_target", data["bake_target"], NAME, "a name matching [A-Za-z0-9][A-Za-z0-9._-]*"
-    )
+    bake_target = c.matching("bake_target", data["bake_target"], *_BAKE_TARGET)
     if bake_target != bake_target.lower():
         # It becomes a path component of the image reference, which Docker wants lowercase.
         c.fail("bake_target", bake_target, "must be lowercase (it names the image repository)")
@@ -154,17 +162,10 @@ def check_image(c: Checker, data: Mapping[str, object]) -> ImagePins:
         c.fail("registry_url", registry_url, "must be lowercase")
     if not _REGISTRY.fullmatch(registry_url):
         c.fail("registry_url", registry_url, "not a registry/namespace like 'ghcr.io/pixeloven'")
-    image_label = c.matching(
-        "image_label", data["image_label"], NAME, "a tag matching [A-Za-z0-9][A-Za-z0-9._-]*"
-    )
+    image_label = c.matching("image_label", data["image_label"], *_IMAGE_LABEL)
     if len(image_label) > 128:
         c.fail("image_label", image_label, "a Docker tag has at most 128 characters")
-    base_image = c.matching(
-        "base_image",
-        data["base_image"],
-        IMAGE_REF,
-        "a Docker image reference like 'nvidia/cuda:12.9.1-cudnn-runtime-ubuntu24.04'",
-    )
+    base_image = c.matching("base_image", data["base_image"], *_BASE_IMAGE)
     return ImagePins(
         python_version=python_version,
         torch_version=torch_version,
@@ -243,12 +244,7 @@ def _build_context(
         if sub not in value:
             c.fail(f"build_context.{sub}", MISSING, "required key is missing")
     url = c.url("build_context.git", value["git"], local_wheelhouse)
-    ref = c.matching(
-        "build_context.ref",
-        value["ref"],
-        _GIT_REF,
-        "a git ref matching [A-Za-z0-9][A-Za-z0-9._/-]*",
-    )
+    ref = c.matching("build_context.ref", value["ref"], *_GIT_REF)
     if ".." in ref or ref.endswith(("/", ".", ".lock")) or "//" in ref:
         c.fail("build_context.ref", ref, "not a valid git ref name")
     return GitContext(url, ref)

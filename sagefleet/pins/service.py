@@ -12,8 +12,16 @@ from dataclasses import dataclass, fields
 
 from .check import NAME, Checker
 
-_SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
-_RESTART = re.compile(r"(no|always|unless-stopped|on-failure(:[0-9]+)?)")
+# (pattern, what a value must be) per key checked against a pattern.
+_SERVICE_NAME = (
+    re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}"),
+    "a container name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*",
+)
+_RESTART = (
+    re.compile(r"(no|always|unless-stopped|on-failure(:[0-9]+)?)"),
+    "a Docker restart policy (no, always, unless-stopped, on-failure[:N])",
+)
+_GROUP = (NAME, "a group name")
 # CLI_ARGS is word-split by the image's shell: one option or value per item, no spaces.
 _CLI_ARG = re.compile(r"[A-Za-z0-9_.,:=/+-]+")
 
@@ -48,21 +56,11 @@ def check_service(c: Checker, data: Mapping[str, object]) -> ServicePins:
     state_dir = c.abs_path("state_dir", get("state_dir"))
     auth = get("registry_auth_file")
     auth = None if auth is None else c.abs_path("registry_auth_file", auth)
-    name = c.matching(
-        "service_name",
-        get("service_name"),
-        _SERVICE_NAME,
-        "a container name matching [a-zA-Z0-9][a-zA-Z0-9_.-]*",
-    )
+    name = c.matching("service_name", get("service_name"), *_SERVICE_NAME)
     port = get("service_port")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         c.fail("service_port", port, "must be a TCP port number (1-65535)")
-    restart = c.matching(
-        "service_restart",
-        get("service_restart"),
-        _RESTART,
-        "a Docker restart policy (no, always, unless-stopped, on-failure[:N])",
-    )
+    restart = c.matching("service_restart", get("service_restart"), *_RESTART)
     volumes = _volumes(c, get("service_volumes"))
     args = c.string_list("service_cli_args", get("service_cli_args"))
     for i, arg in enumerate(args):
@@ -71,7 +69,7 @@ def check_service(c: Checker, data: Mapping[str, object]) -> ServicePins:
     size = get("rollout_batch_size")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         c.fail("rollout_batch_size", size, "must be a whole number >= 1")
-    canary = c.matching("rollout_canary_group", get("rollout_canary_group"), NAME, "a group name")
+    canary = c.matching("rollout_canary_group", get("rollout_canary_group"), *_GROUP)
     return ServicePins(
         state_dir=state_dir,
         registry_auth_file=auth,

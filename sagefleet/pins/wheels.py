@@ -20,13 +20,20 @@ from packaging.version import Version
 from .check import MISSING, Checker, unknown_reason
 
 _WHEEL_SUBKEYS = ("version", "release_tag", "build_tag")
-_PYTHON_TAG = re.compile(r"cp3(0|[1-9][0-9]*)")
-_PLATFORM = re.compile(
-    r"(linux|manylinux(1|2010|2014)|(many|musl)linux_[0-9]+_[0-9]+)"
-    r"_(x86_64|aarch64|ppc64le|s390x|armv7l|i686)"
+# (pattern, what a value must be) per key checked against a pattern.
+_PYTHON_TAG = (re.compile(r"cp3(0|[1-9][0-9]*)"), "a CPython tag like 'cp312'")
+_PLATFORM = (
+    re.compile(
+        r"(linux|manylinux(1|2010|2014)|(many|musl)linux_[0-9]+_[0-9]+)"
+        r"_(x86_64|aarch64|ppc64le|s390x|armv7l|i686)"
+    ),
+    "a Linux platform tag like 'linux_x86_64' or 'manylinux_2_28_x86_64'",
 )
-_BUILD_TAG = re.compile(r"[0-9][A-Za-z0-9._]*")
-_RELEASE_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_BUILD_TAG = (re.compile(r"[0-9][A-Za-z0-9._]*"), "a build tag like '290.129'")
+_RELEASE_TAG = (
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*"),
+    "a safe path segment matching [A-Za-z0-9][A-Za-z0-9._+-]*",
+)
 
 
 @dataclass(frozen=True)
@@ -60,12 +67,7 @@ def check_wheels(
 ) -> tuple[Wheel, ...]:
     """sage_release_base, sage_wheel_python_tag, sage_wheel_platform and sage_wheels."""
     release_base = c.url("sage_release_base", data["sage_release_base"], local_wheelhouse)
-    python_tag = c.matching(
-        "sage_wheel_python_tag",
-        data["sage_wheel_python_tag"],
-        _PYTHON_TAG,
-        "a CPython tag like 'cp312'",
-    )
+    python_tag = c.matching("sage_wheel_python_tag", data["sage_wheel_python_tag"], *_PYTHON_TAG)
     expected_tag = f"cp3{python_minor}"
     if python_tag != expected_tag:
         c.fail(
@@ -73,12 +75,7 @@ def check_wheels(
             python_tag,
             f"does not match python_version '3.{python_minor}' (expected {expected_tag!r})",
         )
-    platform = c.matching(
-        "sage_wheel_platform",
-        data["sage_wheel_platform"],
-        _PLATFORM,
-        "a Linux platform tag like 'linux_x86_64' or 'manylinux_2_28_x86_64'",
-    )
+    platform = c.matching("sage_wheel_platform", data["sage_wheel_platform"], *_PLATFORM)
     value = data["sage_wheels"]
     if not isinstance(value, Mapping):
         c.fail("sage_wheels", value, f"must be a dict of name -> pins, not {type(value).__name__}")
@@ -117,17 +114,12 @@ def _wheel(
             c.fail(f"{key}.{sub}", MISSING, "required key is missing")
 
     version = c.version(f"{key}.version", entry["version"])
-    release_tag = c.matching(
-        f"{key}.release_tag",
-        entry["release_tag"],
-        _RELEASE_TAG,
-        "a safe path segment matching [A-Za-z0-9][A-Za-z0-9._+-]*",
-    )
+    release_tag = c.matching(f"{key}.release_tag", entry["release_tag"], *_RELEASE_TAG)
     build_tag = c.string(f"{key}.build_tag", entry["build_tag"])
     c.no_meta(f"{key}.build_tag", build_tag)
     if not build_tag[:1].isdigit():
         c.fail(f"{key}.build_tag", build_tag, "build tag must start with a digit (PEP 427)")
-    c.match(f"{key}.build_tag", build_tag, _BUILD_TAG, "a build tag like '290.129'")
+    c.match(f"{key}.build_tag", build_tag, *_BUILD_TAG)
 
     wheel = Wheel(name, version, release_tag, build_tag, python_tag, platform, release_base)
     # Belt and braces: the derived name must read back as exactly these pins.

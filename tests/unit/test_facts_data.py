@@ -1,16 +1,18 @@
 """Every tests/unit/data/facts/<Fact>/*.json case: the command, and process() on recorded output.
 
-A case: {"kwargs": {...}, "command_contains": [...], "output": [lines], "fact": expected}.
+A case: {"kwargs": {...}, "command_contains": [...], "output": [lines], "fact": expected},
+optionally "requires_command": the tool pyinfra checks for first (absent: output [] and
+the fact is default()).
 Outputs are real recordings (see each "description"); some are recordings edited to a
 state this machine is not in. Empty output gives default(), as pyinfra does.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from cases import case_params, find
 
 from sagefleet.facts import build, gpu, service, verify
 
@@ -18,14 +20,7 @@ MODULES = (build, gpu, service, verify)
 
 DATA = Path(__file__).parent / "data" / "facts"
 CASES = sorted(DATA.glob("*/*.json"))
-KEYS = {"description", "kwargs", "command_contains", "output", "fact", "xfail"}
-
-
-def _params():
-    for path in CASES:
-        case = json.loads(path.read_text())
-        marks = [pytest.mark.xfail(strict=True, reason=case["xfail"])] if "xfail" in case else []
-        yield pytest.param(path, case, id=f"{path.parent.name}/{path.stem}", marks=marks)
+KEYS = {"description", "kwargs", "command_contains", "requires_command", "output", "fact", "xfail"}
 
 
 def test_every_fact_has_cases():
@@ -40,14 +35,16 @@ def test_every_fact_has_cases():
     assert {p.parent.name for p in CASES} == ours
 
 
-@pytest.mark.parametrize("path, case", list(_params()))
+@pytest.mark.parametrize("path, case", list(case_params(CASES)))
 def test_fact_case(path, case):
     assert set(case) <= KEYS, f"unknown keys {set(case) - KEYS}"
-    (cls,) = [getattr(m, path.parent.name) for m in MODULES if hasattr(m, path.parent.name)]
-    fact = cls()
+    fact = find(MODULES, path.parent.name)()
     command = fact.command(**case["kwargs"])
     for part in case["command_contains"]:
         assert part in command
+    if "requires_command" in case:
+        # The tool pyinfra checks for first; without it the fact is default().
+        assert fact.requires_command(**case["kwargs"]) == case["requires_command"]
     output = case["output"]
     got = fact.process(output) if output else fact.default()
     assert got == case["fact"]

@@ -7,10 +7,10 @@ or {"args": ..., "facts": ..., "exception": {"name": ..., "message": ...}}. An a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from cases import case_params, find
 from fakehost import FakeHost, command_data, using
 
 from sagefleet.operations import build, service, verify
@@ -31,23 +31,16 @@ def _arg(value):
     return value
 
 
-def _params():
-    for path in CASES:
-        case = json.loads(path.read_text())
-        marks = [pytest.mark.xfail(strict=True, reason=case["xfail"])] if "xfail" in case else []
-        yield pytest.param(path, case, id=f"{path.parent.name}/{path.stem}", marks=marks)
-
-
 def test_every_operation_has_cases():
     assert {p.parent.name for p in CASES} == {"build_context", "image"}
     assert len(CASES) >= 25
 
 
-@pytest.mark.parametrize("path, case", list(_params()))
+@pytest.mark.parametrize("path, case", list(case_params(CASES)))
 def test_operation_case(path, case):
     assert set(case) <= KEYS, f"unknown keys {set(case) - KEYS}"
     assert ("exception" in case) != ("commands" in case), "give exactly one of commands/exception"
-    (op,) = [getattr(m, path.parent.name) for m in MODULES if hasattr(m, path.parent.name)]
+    op = find(MODULES, path.parent.name)
     host = FakeHost(case.get("facts", {}))
     args = {k: _arg(v) for k, v in case.get("args", {}).items()}
 

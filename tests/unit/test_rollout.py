@@ -11,6 +11,7 @@ import pytest
 from sagefleet import commands
 from sagefleet.facts.build import PublishedImage
 from sagefleet.facts.service import ServiceHealth, ServiceState
+from sagefleet.facts.util import MARKER
 from sagefleet.operations import service as service_ops
 from sagefleet.rollout import (
     Summary,
@@ -137,58 +138,83 @@ def test_sage_flag_only_where_the_probe_recommends_it():
 # --------------------------------------------------------------------------- facts
 
 
+def _parts(**parts) -> list[str]:
+    """Output of a sectioned fact command: each part's lines after its marker."""
+    lines = []
+    for name, value in parts.items():
+        lines.append(MARKER + name)
+        lines += [] if value is None else [value if isinstance(value, str) else json.dumps(value)]
+    return lines
+
+
 def test_service_state_parses_container_and_previous():
-    doc = {
-        "runtimes": {"runc": {}, "nvidia": {}},
-        "container": {
-            "id": "c1",
-            "image": B,
-            "image_id": "sha256:x",
-            "labels": None,
-            "status": "running",
-            "restarts": 0,
-        },  # fmt: skip
-        "previous": A,
+    inspect = {
+        "Id": "c1",
+        "Image": "sha256:x",
+        "Config": {"Image": B, "Labels": None},
+        "State": {"Status": "running"},
+        "RestartCount": 0,
     }
-    got = ServiceState().process([json.dumps(doc)])
+    got = ServiceState().process(
+        _parts(runtimes={"runc": {}, "nvidia": {}}, container=inspect, previous=A)
+    )
     assert got["nvidia_runtime"] and got["docker"] and got["previous"] == A
-    assert got["container"]["labels"] == {}
-    empty = ServiceState().process(['{"runtimes": null, "container": null, "previous": ""}'])
+    assert got["container"] == {
+        "id": "c1",
+        "image": B,
+        "image_id": "sha256:x",
+        "labels": {},
+        "status": "running",
+        "restarts": 0,
+    }
+    empty = ServiceState().process(_parts(runtimes=None, container=None, previous=None))
     assert empty == {"docker": False, "nvidia_runtime": False, "container": None, "previous": None}
 
 
+def _health(http: bool, before, after, status: str, fallback: int) -> list[str]:
+    inspect = None if status == "missing" else {"State": {"Status": status}, "RestartCount": after}
+    return _parts(
+        http="ok" if http else None,
+        container=inspect,
+        restarts_before=None if before is None else str(before),
+        fallback_lines=str(fallback),
+    )
+
+
 @pytest.mark.parametrize(
-    ("line", "problems"),
+    ("output", "problems"),
     [
-        ('{"http": true, "restarts_before": 0, "restarts_after": 0, "status": "running", "fallback_lines": 0}', []),
-        ('{"http": false, "restarts_before": 0, "restarts_after": 0, "status": "running", "fallback_lines": 0}',
-         ["HTTP port did not answer"]),
-        ('{"http": true, "restarts_before": 2, "restarts_after": 3, "status": "running", "fallback_lines": 0}',
-         ["restart-looping (restart count 2 -> 3)"]),
-        ('{"http": true, "restarts_before": 0, "restarts_after": 0, "status": "running", "fallback_lines": 1}',
+        (_health(True, 0, 0, "running", 0), []),
+        (_health(False, 0, 0, "running", 0), ["HTTP port did not answer"]),
+        (_health(True, 2, 3, "running", 0), ["restart-looping (restart count 2 -> 3)"]),
+        (_health(True, 0, 0, "running", 1),
          ["log says 'using pytorch attention instead' (SageAttention fallback)"]),
-        ('{"http": false, "restarts_before": null, "restarts_after": null, "status": "missing", "fallback_lines": 0}',
+        (_health(False, None, None, "missing", 0),
          ["container is missing, not running", "HTTP port did not answer"]),
     ],
 )  # fmt: skip
-def test_service_health_verdicts(line, problems):
-    got = ServiceHealth().process([line])
+def test_service_health_verdicts(output, problems):
+    got = ServiceHealth().process(output)
     assert got["problems"] == problems and got["healthy"] == (not problems)
 
 
-def test_service_health_command_greps_the_fallback_line():
-    cmd = ServiceHealth().command(container="comfyui", port=8188, timeout_s=5)
-    assert "grep -ci 'using pytorch attention instead'" in cmd and "127.0.0.1:$port" in cmd
+def test_service_health_reads_once_and_the_wait_is_an_operation():
+    cmd = ServiceHealth().command(container="comfyui", port=8188, state_dir="/var/lib/sagefleet")
+    assert "grep -ci 'using pytorch attention instead'" in cmd and "127.0.0.1:8188" in cmd
+    assert "sleep" not in cmd and "until" not in cmd  # a fact never waits
+    wait = commands.await_service("comfyui", 8188, 5, 2, "/var/lib/sagefleet")
+    assert "until curl" in wait and "sleep 2.0" in wait
+    assert "/var/lib/sagefleet/health-restarts" in wait
 
 
 def test_published_image_digest_from_bake_metadata():
     meta = {
         "complete-cuda": {"containerimage.digest": "sha256:" + "c" * 64, "image.name": "r/x:latest"}
     }
-    got = PublishedImage().process([f'{{"inputs": "sha256:in", "metadata": {json.dumps(meta)}}}'])
+    got = PublishedImage().process(_parts(inputs="sha256:in", metadata=meta))
     assert PublishedImage.digest(got, "complete-cuda") == "sha256:" + "c" * 64
     assert (
-        PublishedImage.digest(PublishedImage().process(['{"inputs": "", "metadata": null}']), "x")
+        PublishedImage.digest(PublishedImage().process(_parts(inputs="", metadata=None)), "x")
         is None
     )
 
