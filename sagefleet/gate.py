@@ -7,7 +7,7 @@ result of the current image; tests call it on recorded probe outputs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from packaging.version import InvalidVersion, Version
 
@@ -27,6 +27,8 @@ class Expectation:
     torch_version: str | None  # None: not checked
     min_cosine: float
     max_rel_l1: float
+    # name -> build fingerprint (sage_wheels.<name>.fingerprint); only pinned ones are checked
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
 
 
 def expectation(pins) -> Expectation:
@@ -37,6 +39,7 @@ def expectation(pins) -> Expectation:
         torch_version=pins.image.torch_version if pins.verify.verify_torch else None,
         min_cosine=pins.verify.verify_min_cosine,
         max_rel_l1=pins.verify.verify_max_rel_l1,
+        fingerprints={w.name: w.fingerprint for w in pins.image.wheels if w.fingerprint},
     )
 
 
@@ -75,6 +78,19 @@ def gate_failures(report: Mapping, expect: Expectation) -> list[str]:
             )
         if imports.get(name):
             failures.append(f"import {name} fails: {imports[name]}")
+        pinned = expect.fingerprints.get(name)
+        if pinned:
+            digest = (found.get("fingerprint") or {}).get("digest")
+            if not digest:
+                failures.append(
+                    f"{name}: a build fingerprint is pinned but the probe reports none "
+                    f"(probe schema {report.get('schema')})"
+                )
+            elif digest != pinned:
+                failures.append(
+                    f"{name} {found['version']} is another build than pinned: fingerprint "
+                    f"{digest} in the image, pinned {pinned}"
+                )
     if expect.require_sageattn3:
         functions = report.get("functions") or {}
         if not (packages.get("sageattn3") or {}).get("version"):
@@ -102,6 +118,8 @@ def gate_failures(report: Mapping, expect: Expectation) -> list[str]:
         name, status = kernel.get("kernel") or kernel.get("name"), kernel.get("status")
         if status == "error" and name in GATING_KERNELS:
             failures.append(f"kernel {name} fails: {kernel.get('message') or kernel.get('error')}")
+        if status == "inaccurate":  # ran, but wrong (or impossibly fast): any kernel
+            failures.append(f"kernel {name} is inaccurate: {kernel.get('error')}")
         if status != "ok":
             continue
         summary = (report.get("summary") or {}).get(name) or {}

@@ -20,6 +20,12 @@ from packaging.version import Version
 from .check import MISSING, Checker, unknown_reason
 
 _WHEEL_SUBKEYS = ("version", "release_tag", "build_tag")
+# Optional: the build fingerprint the probe must find for the installed wheel (docs/probe.md).
+_WHEEL_OPTIONAL = ("fingerprint",)
+_FINGERPRINT = (
+    re.compile(r"sha256:[0-9a-f]{64}"),
+    "'sha256:' and 64 lower-case hex digits, as the probe reports it",
+)
 # (pattern, what a value must be) per key checked against a pattern.
 _PYTHON_TAG = (re.compile(r"cp3(0|[1-9][0-9]*)"), "a CPython tag like 'cp312'")
 _PLATFORM = (
@@ -47,6 +53,7 @@ class Wheel:
     python_tag: str
     platform: str
     release_base: str
+    fingerprint: str | None = None  # sha256:… of the wheel's files (probe.wheel_fingerprint)
 
     @property
     def filename(self) -> str:
@@ -101,12 +108,14 @@ def _wheel(
     if not isinstance(entry, Mapping):
         c.fail(key, entry, "must be a dict with keys version, release_tag, build_tag")
     for sub, sub_value in entry.items():
-        if sub not in _WHEEL_SUBKEYS:
+        if sub not in _WHEEL_SUBKEYS + _WHEEL_OPTIONAL:
             c.fail(
                 f"{key}.{sub}",
                 sub_value,
                 unknown_reason(
-                    str(sub), _WHEEL_SUBKEYS, "expected version, release_tag, build_tag"
+                    str(sub),
+                    _WHEEL_SUBKEYS + _WHEEL_OPTIONAL,
+                    "expected version, release_tag, build_tag; optional: fingerprint",
                 ),
             )
     for sub in _WHEEL_SUBKEYS:
@@ -121,7 +130,12 @@ def _wheel(
         c.fail(f"{key}.build_tag", build_tag, "build tag must start with a digit (PEP 427)")
     c.match(f"{key}.build_tag", build_tag, *_BUILD_TAG)
 
-    wheel = Wheel(name, version, release_tag, build_tag, python_tag, platform, release_base)
+    fingerprint = None
+    if "fingerprint" in entry:
+        fingerprint = c.matching(f"{key}.fingerprint", entry["fingerprint"], *_FINGERPRINT)
+    wheel = Wheel(
+        name, version, release_tag, build_tag, python_tag, platform, release_base, fingerprint
+    )
     # Belt and braces: the derived name must read back as exactly these pins.
     try:
         p_name, p_version, p_build, p_tags = parse_wheel_filename(wheel.filename)

@@ -68,6 +68,18 @@ def test_all_py_validates_and_derives_names():
     assert pins.build.min_free_disk_gb == 40.0
 
 
+def test_wheel_fingerprint_pin_is_optional_and_reaches_the_gate():
+    from sagefleet import gate
+
+    digest = "sha256:" + "c6d63972c6e5d74489c547edae530f84804c35a00c446692723997fd2b69e418"[:64]
+    pins = validate(merged({"sage_wheels": wheels(fingerprint=digest)}))
+    assert pins.image.wheels[0].fingerprint == digest
+    assert gate.expectation(pins).fingerprints == {"sageattention": digest}
+    unpinned = validate(merged({"sage_wheels": wheels()}))
+    assert unpinned.image.wheels[0].fingerprint is None
+    assert gate.expectation(unpinned).fingerprints == {}
+
+
 def test_known_keys_are_the_keys_of_all_py():
     assert set(load("all.py")) == KNOWN_KEYS
 
@@ -260,7 +272,18 @@ BAD = [
         "unknown nested key",
         {"sage_wheels": wheels(sha256="abc")},
         f"{B}: sage_wheels.sageattention.sha256 = 'abc': unknown key "
-        "(expected version, release_tag, build_tag)",
+        "(expected version, release_tag, build_tag; optional: fingerprint)",
+    ),
+    (
+        "fingerprint not a sha256 digest",
+        {"sage_wheels": wheels(fingerprint="sha256:abc")},
+        f"{B}: sage_wheels.sageattention.fingerprint = 'sha256:abc': not 'sha256:' and 64 "
+        "lower-case hex digits, as the probe reports it",
+    ),
+    (
+        "fingerprint with a shell metacharacter",
+        {"sage_wheels": wheels(fingerprint="sha256:$(id)")},
+        f"{B}: sage_wheels.sageattention.fingerprint = 'sha256:$(id)': contains '$': {META}",
     ),
     (
         "misspelt nested key",
