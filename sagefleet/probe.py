@@ -594,41 +594,8 @@ def recommend(
     if not summary:
         return _rec(False, dispatch, "kernels not measured (inventory only)")
 
-    def speed_verdict(name: str, s: dict) -> str | None:
-        by_seq = s.get("speedup_by_seq") or []
-        n = crossover(by_seq, min_speedup)
-        if workload:
-            if n is None:
-                top = max((r["seq_len"] for r in by_seq), default=None)
-                return f"{name} is not faster than SDPA at any measured seq (up to {top})" + (
-                    f"; the workload's seq {workload[-1]} is longer: measure --profile long"
-                    if top is not None and workload[-1] > top
-                    else ""
-                )
-            if workload[0] < n:
-                return (
-                    f"{name} is faster than SDPA only from seq >= {n}, "
-                    f"the workload's shortest seq is {workload[0]}"
-                )
-            return None
-        med = s.get("median_speedup_long")
-        if med is None:
-            return f"{name} has no measured shape with seq >= {long_seq}"
-        if med <= min_speedup:
-            return f"{name} median speedup {med:.2f}x at seq >= {long_seq} is not > {min_speedup}"
-        return None
-
     def verdict(name: str, s: dict) -> str | None:
-        """None when the kernel passes, else why not."""
-        if s.get("status") == "inaccurate":
-            return f"{name} is inaccurate: {s.get('error') or 'outside the accuracy bounds'}"
-        if s.get("status") != "ok":
-            return f"{name} status {s.get('status')}"
-        if s.get("min_cosine") is None or s["min_cosine"] < min_cosine:
-            return f"{name} min cosine {_fmt(s.get('min_cosine'))} < {min_cosine}"
-        if s.get("max_rel_l1") is None or s["max_rel_l1"] > max_rel_l1:
-            return f"{name} max rel L1 {_fmt(s.get('max_rel_l1'))} > {max_rel_l1}"
-        return speed_verdict(name, s)
+        return _verdict(name, s, min_cosine, max_rel_l1, min_speedup, long_seq, workload)
 
     passing = {n: s for n, s in summary.items() if verdict(n, s) is None}
     entry = summary.get("sageattn")
@@ -659,6 +626,55 @@ def recommend(
     if entry.get("status") == "ok" and "faster" not in why_not:
         more += f" ({where})"
     return _rec(False, dispatch, why_not + more) | extra
+
+
+def _speed_verdict(
+    name: str, s: dict, min_speedup: float, long_seq: int, workload: list[int]
+) -> str | None:
+    """None when the kernel is fast enough (see recommend), else why not."""
+    by_seq = s.get("speedup_by_seq") or []
+    n = crossover(by_seq, min_speedup)
+    if workload:
+        if n is None:
+            top = max((r["seq_len"] for r in by_seq), default=None)
+            return f"{name} is not faster than SDPA at any measured seq (up to {top})" + (
+                f"; the workload's seq {workload[-1]} is longer: measure --profile long"
+                if top is not None and workload[-1] > top
+                else ""
+            )
+        if workload[0] < n:
+            return (
+                f"{name} is faster than SDPA only from seq >= {n}, "
+                f"the workload's shortest seq is {workload[0]}"
+            )
+        return None
+    med = s.get("median_speedup_long")
+    if med is None:
+        return f"{name} has no measured shape with seq >= {long_seq}"
+    if med <= min_speedup:
+        return f"{name} median speedup {med:.2f}x at seq >= {long_seq} is not > {min_speedup}"
+    return None
+
+
+def _verdict(
+    name: str,
+    s: dict,
+    min_cosine: float,
+    max_rel_l1: float,
+    min_speedup: float,
+    long_seq: int,
+    workload: list[int],
+) -> str | None:
+    """None when the kernel passes, else why not."""
+    if s.get("status") == "inaccurate":
+        return f"{name} is inaccurate: {s.get('error') or 'outside the accuracy bounds'}"
+    if s.get("status") != "ok":
+        return f"{name} status {s.get('status')}"
+    if s.get("min_cosine") is None or s["min_cosine"] < min_cosine:
+        return f"{name} min cosine {_fmt(s.get('min_cosine'))} < {min_cosine}"
+    if s.get("max_rel_l1") is None or s["max_rel_l1"] > max_rel_l1:
+        return f"{name} max rel L1 {_fmt(s.get('max_rel_l1'))} > {max_rel_l1}"
+    return _speed_verdict(name, s, min_speedup, long_seq, workload)
 
 
 def _rec(use: bool, kernel: str | None, reason: str) -> dict:

@@ -23,6 +23,7 @@ KERNEL_ABBREV = {
 }
 STATUS_ABBREV = {
     "ok": "ok",
+    "inaccurate": "WRONG",  # ran, but outside the accuracy bounds or faster than the GPU's peak
     "unsupported-arch": "arch",
     "not-installed": "-",
     "error": "ERR",
@@ -36,9 +37,11 @@ COLUMNS = (
     "image",
     "sageattention",
     "sageattn3",
+    "build",
     "kernels",
     "min cosine",
     "speedup vs SDPA",
+    "crossover",
     "recommendation",
 )
 
@@ -62,8 +65,12 @@ def host_summary(record: Record) -> dict:
     probe = record.get("probe") or {}
     if probe.get("summary") is not None:
         return probe["summary"]
-    long_seq = (probe.get("thresholds") or {}).get("long_seq", probe_mod.DEFAULT_LONG_SEQ)
-    return probe_mod.summarize(probe.get("kernels") or [], long_seq)
+    th = probe.get("thresholds") or {}
+    return probe_mod.summarize(
+        probe.get("kernels") or [],
+        th.get("long_seq", probe_mod.DEFAULT_LONG_SEQ),
+        th.get("min_speedup", probe_mod.DEFAULT_MIN_SPEEDUP),
+    )
 
 
 def host_recommendation(record: Record) -> dict:
@@ -88,7 +95,31 @@ def host_recommendation(record: Record) -> dict:
         th.get("max_rel_l1", probe_mod.DEFAULT_MAX_REL_L1),
         th.get("min_speedup", probe_mod.DEFAULT_MIN_SPEEDUP),
         th.get("long_seq", probe_mod.DEFAULT_LONG_SEQ),
+        th.get("workload_seq_lens"),
     )
+
+
+def build_label(record: Record, name: str = "sageattention") -> str:
+    """The build fingerprint of a wheel in the image: digest head, @commit when from VCS."""
+    info = ((record.get("probe") or {}).get("packages") or {}).get(name) or {}
+    fp = info.get("fingerprint") or {}
+    if not fp.get("digest"):
+        return "-"
+    label = fp["digest"].removeprefix("sha256:")[:12]
+    if fp.get("vcs_commit"):
+        label += f"@{fp['vcs_commit'][:7]}"
+    if fp.get("modified"):
+        label += f" ({fp['modified']} files modified)"
+    return label
+
+
+def crossover_label(record: Record) -> str:
+    """ "from seq N" where sageattn beats SDPA at N and every longer measured seq."""
+    rec = host_recommendation(record)
+    if "crossover_seq" not in rec:
+        return "-"
+    n = rec.get("crossover_seq")
+    return f">= {n}" if n else "none"
 
 
 def recommendation_label(record: Record, rec: dict | None = None) -> str:

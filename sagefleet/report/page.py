@@ -100,7 +100,10 @@ def render_html(records: list[Record]) -> str:
         f"<style>{_CSS}</style></head><body>\n"
         "<h1>SageAttention fleet report</h1>\n"
         "<p>Speedup: median over shapes with seq &gt;= 4096 of torch SDPA time / kernel time, "
-        "same dtype, same process. Accuracy: min cosine similarity vs fp32 SDPA. The "
+        "same dtype, same process. Accuracy: min cosine similarity vs fp32 SDPA; a kernel "
+        "outside the bounds, or faster than the GPU's dense peak, is WRONG (status "
+        "<code>inaccurate</code>). Build: the head of the sageattention wheel's fingerprint "
+        "(@commit when installed from VCS). Crossover: sageattn beats SDPA from that seq on. The "
         "recommendation is about <code>sageattn</code>, which ComfyUI's "
         "<code>--use-sage-attention</code> calls.</p>\n"
         f'<table id="fleet"><thead><tr>{head}</tr></thead><tbody>\n'

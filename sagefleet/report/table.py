@@ -8,6 +8,8 @@ from .analysis import (
     KERNEL_ABBREV,
     STATUS_ABBREV,
     Record,
+    build_label,
+    crossover_label,
     host_summary,
     recommendation_label,
 )
@@ -90,9 +92,11 @@ def table_rows(records: list[Record]) -> list[list[str]]:
                 _short_image(r.get("image_id")),
                 _pkg(r, "sageattention"),
                 _pkg(r, "sageattn3"),
+                build_label(r),
                 _kernel_cell(r),
                 _cosine_cell(r),
                 _speedup_cell(r),
+                crossover_label(r),
                 recommendation_label(r),
             ]
         )

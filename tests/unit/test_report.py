@@ -112,6 +112,69 @@ def test_recommendation_comes_from_the_probe_or_the_same_function():
     assert report.host_recommendation(stripped) == H100["recommendation"]
 
 
+SAMPLES = ROOT / "docs" / "samples"
+
+
+def _builds() -> list[dict]:
+    """The two builds of sageattention 2.2.0 recorded on the device's H100 (docs/probe.md)."""
+    gpus = [H100_GPU | {"memory_mib": 81559}]
+
+    def rec(host, name):
+        return {"host": host, "gpus": gpus, "image_id": None, "probe": _sample(name)}
+
+    return [
+        rec("tag", "h100-probe-sa220-tag-eb615cf.json"),
+        rec("fix", "h100-probe-sa220-fix-ff71e1e.json"),
+        rec("fix-long", "h100-probe-long-sa220-fix-ff71e1e.json"),
+    ]
+
+
+def _sample(name):
+    return json.loads((SAMPLES / name).read_text())
+
+
+def test_inaccurate_build_and_crossover_in_table_and_html():
+    records = _builds()
+    rows = {r[0]: dict(zip(report.COLUMNS, r, strict=True)) for r in report.table_rows(records)}
+    tag, fix, long = rows["tag"], rows["fix"], rows["fix-long"]
+    assert "auto=WRONG" in tag["kernels"] and "f8sm90=WRONG" in tag["kernels"]
+    assert "f16tri=ok" in tag["kernels"]
+    assert tag["recommendation"].startswith("keep SDPA: sageattn is inaccurate: 16/16 shapes")
+    assert "auto=ok" in fix["kernels"] and "WRONG" not in fix["kernels"]
+    # same version, no build tag: the fingerprint tells the builds apart
+    assert tag["sageattention"] == fix["sageattention"] == "2.2.0"
+    digest = records[0]["probe"]["packages"]["sageattention"]["fingerprint"]["digest"]
+    assert tag["build"] == digest.removeprefix("sha256:")[:12]
+    assert tag["build"] != fix["build"] == long["build"]
+    assert (tag["crossover"], fix["crossover"], long["crossover"]) == ("none", "none", ">= 16384")
+    assert long["recommendation"] == (
+        "--use-sage-attention (kernel sageattn_qk_int8_pv_fp8_cuda_sm90)"
+    )
+    parser = _Collect()
+    parser.feed(report.render_html(records))
+    html_rows = {row[0]: row for row in parser.rows}
+    assert html_rows["tag"][report.COLUMNS.index("kernels")].startswith("auto=WRONG")
+    assert html_rows["fix-long"][report.COLUMNS.index("crossover")] == ">= 16384"
+
+
+def test_build_label_names_the_vcs_commit_and_modified_files():
+    probe_doc = {
+        "packages": {
+            "sageattention": {
+                "fingerprint": {
+                    "digest": "sha256:" + "ab" * 32,
+                    "vcs_commit": "ff71e1e7ce086fff8669e7eb116ee77e265dbac1",
+                    "modified": 2,
+                }
+            }
+        }
+    }
+    label = report.build_label({"probe": probe_doc})
+    assert label == "abababababab@ff71e1e (2 files modified)"
+    assert report.build_label({"probe": {"packages": {}}}) == "-"
+    assert report.build_label({"probe": None}) == "-"
+
+
 def test_recommended_label():
     rec = {"use_sage_attention": True, "kernel": "sageattn_qk_int8_pv_fp8_cuda_sm90", "reason": ""}
     label = report.recommendation_label(_records()[0], rec)
