@@ -71,7 +71,11 @@ verify_torch = True  # also compare torch's version with torch_version
 verify_min_cosine = 0.99
 verify_max_rel_l1 = 0.1
 probe_quick = True  # 4 shapes per kernel instead of 16
-probe_timeout_s = 300  # per kernel, in its own subprocess
+probe_timeout_s = 300  # per kernel (one worker process, replaced if a kernel crashes or hangs)
+# Sequence lengths the fleet's workloads use (e.g. [16384, 32760] for video models). The probe
+# measures them too and recommends --use-sage-attention only where sageattn beats torch SDPA
+# at every one of them ("faster than SDPA from seq >= N", docs/probe.md). []: its median rule.
+probe_workload_seq_lens = []
 
 # --- Rollout to GPU nodes (python -m sagefleet.rollout; docs/rollout.md) ------
 # Build hosts push the image to the registry in registry_url (bake --push); GPU

@@ -122,10 +122,13 @@ def probe(
     gpus: bool,
     quick: bool = True,
     timeout_s: float = 300,
+    workload_seq_lens: tuple[int, ...] = (),
 ) -> str:
     """Run the kernel probe inside the image (script on stdin, no bind mount: the
     engine may be remote) and store its JSON as <results_dir>/<image id>.json."""
     args = ["--mode", "kernels", "--timeout", str(int(timeout_s))] + (["--quick"] if quick else [])
+    if workload_seq_lens:
+        args += ["--workload-seq-lens", *(str(int(n)) for n in workload_seq_lens)]
     run = ["docker", "run", "--rm", "-i", "--network", "none"]
     run += ["--gpus", "all"] if gpus else []
     run += ["--entrypoint", "python", image_ref, "-", *args]

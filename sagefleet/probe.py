@@ -711,9 +711,11 @@ def kernel_status(
 
 
 def plan_shapes(args) -> list[dict]:
-    """The measured shapes: the profile's, with --seq-lens / --head-dims overriding."""
+    """The measured shapes: the profile's plus the --workload-seq-lens, with --seq-lens /
+    --head-dims overriding."""
     seqs, dims, dtypes = PROFILES["quick" if args.quick else args.profile]
-    seqs = args.seq_lens or seqs
+    # the workload's seq lens are measured too: the recommendation is about them
+    seqs = args.seq_lens or sorted(set(seqs) | set(args.workload_seq_lens or ()))
     dims = args.head_dims or dims
     return [
         {"batch": args.batch, "heads": args.heads, "seq_len": s, "head_dim": d, "dtype": t}

@@ -180,6 +180,7 @@ def probe_and_gate(
         probe_path=probe_path(work_dir),
         quick=pins.verify.probe_quick,
         timeout_s=pins.verify.probe_timeout_s,
+        workload_seq_lens=pins.verify.probe_workload_seq_lens,
         **where,
     )
     verify_ops.gate(name="Verification gate", expect=expectation(pins), **where)

@@ -30,6 +30,7 @@ def probe(
     quick: bool = True,
     timeout_s: float = 300,
     snapshot: Snapshot | None = None,
+    workload_seq_lens: tuple[int, ...] = (),
 ):
     """
     Run the SageAttention kernel probe in the current image, once per image ID.
@@ -38,8 +39,10 @@ def probe(
     + image_ref: the image to probe (the tag the bake produced)
     + probe_path: the probe script on the host (sagefleet/probe.py, put there first)
     + quick: 4 shapes per kernel instead of 16
-    + timeout_s: per kernel; each kernel runs in its own subprocess
+    + timeout_s: per kernel; the kernels run in a worker process, replaced if one crashes or hangs
     + snapshot: the run's ``BuildState`` (image ID, stored result); None: read ``ProbeResult``
+    + workload_seq_lens: the fleet's workload sequence lengths (measured too; the
+      recommendation needs sageattn faster than SDPA at all of them)
 
     Idempotence: a result stored for the image ID the tag points to means nothing
     to do; a rebuilt image (new ID) is probed again. ``--gpus all`` is passed where
@@ -55,7 +58,13 @@ def probe(
     changed(snapshot)
     gpus = host.get_fact(BuildHost, image_ref=image_ref)["nvidia_runtime"]
     yield commands.probe(
-        image_ref, probe_path, results_dir, gpus=gpus, quick=quick, timeout_s=timeout_s
+        image_ref,
+        probe_path,
+        results_dir,
+        gpus=gpus,
+        quick=quick,
+        timeout_s=timeout_s,
+        workload_seq_lens=workload_seq_lens,
     )
 
 

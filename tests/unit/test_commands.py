@@ -43,6 +43,16 @@ def test_extract_context():
     )
 
 
+def test_probe_passes_the_workload_seq_lens():
+    cmd = commands.probe("img:1", "/opt/b/probe.py", "/opt/b/probe", gpus=True)
+    assert "python img:1 - --mode kernels --timeout 300 --quick < /opt/b/probe.py" in cmd
+    assert "--workload-seq-lens" not in cmd
+    long = commands.probe(
+        "img:1", "/opt/b/probe.py", "/opt/b/probe", gpus=True, workload_seq_lens=(16384, 32760)
+    )
+    assert "--timeout 300 --quick --workload-seq-lens 16384 32760 < /opt/b/probe.py" in long
+
+
 def test_git_context():
     assert commands.git_context(
         "https://g/x.git", "v1", "/opt/b/context", "/opt/b/context.digest", "abc"

@@ -80,6 +80,12 @@ def test_wheel_fingerprint_pin_is_optional_and_reaches_the_gate():
     assert gate.expectation(unpinned).fingerprints == {}
 
 
+def test_workload_seq_lens_sorted_and_unique():
+    pins = validate(merged({"probe_workload_seq_lens": [32760, 16384, 32760]}))
+    assert pins.verify.probe_workload_seq_lens == (16384, 32760)
+    assert validate(merged({})).verify.probe_workload_seq_lens == ()
+
+
 def test_known_keys_are_the_keys_of_all_py():
     assert set(load("all.py")) == KNOWN_KEYS
 
@@ -273,6 +279,21 @@ BAD = [
         {"sage_wheels": wheels(sha256="abc")},
         f"{B}: sage_wheels.sageattention.sha256 = 'abc': unknown key "
         "(expected version, release_tag, build_tag; optional: fingerprint)",
+    ),
+    (
+        "workload seq lens not a list",
+        {"probe_workload_seq_lens": 16384},
+        f"{B}: probe_workload_seq_lens = 16384: must be a list of sequence lengths, not int",
+    ),
+    (
+        "workload seq len not a whole number",
+        {"probe_workload_seq_lens": [16384, "32k"]},
+        f"{B}: probe_workload_seq_lens[1] = '32k': must be a whole number between 16 and 1048576",
+    ),
+    (
+        "workload seq len out of range",
+        {"probe_workload_seq_lens": [0]},
+        f"{B}: probe_workload_seq_lens[0] = 0: must be a whole number between 16 and 1048576",
     ),
     (
         "fingerprint not a sha256 digest",

@@ -430,6 +430,12 @@ def test_profiles_and_kernel_plans():
     assert {s["dtype"] for s in long} == {"fp16", "bf16"}
     assert {s["causal"] for s in long} == {False, True}
     assert {s["seq_len"] for s in probe.plan_shapes(_args("--seq-lens", "2048"))} == {2048}
+    # the workload's seq lens are measured too (and --seq-lens still overrides all)
+    workload = probe.plan_shapes(_args("--quick", "--workload-seq-lens", "16384", "4096"))
+    assert sorted({s["seq_len"] for s in workload}) == [4096, 16384]
+    assert len(workload) == 8
+    both = _args("--seq-lens", "2048", "--workload-seq-lens", "16384")
+    assert {s["seq_len"] for s in probe.plan_shapes(both)} == {2048}
     # default profile: sageattn (the one that decides) on all, explicit kernels fp16 only
     args = _args()
     assert probe.kernel_plan("sageattn", default, args) == list(range(16))
