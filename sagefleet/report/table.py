@@ -71,7 +71,7 @@ def _cosine_cell(record: Record) -> str:
 
 def _speedup_cell(record: Record) -> str:
     entry = _entry_summary(record)
-    if not entry:
+    if not entry or entry.get("status") == "inaccurate":  # a wrong kernel's speed means nothing
         return "-"
     med = entry.get("median_speedup_long")
     if med is None:

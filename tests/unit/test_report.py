@@ -140,6 +140,8 @@ def test_inaccurate_build_and_crossover_in_table_and_html():
     assert "auto=WRONG" in tag["kernels"] and "f8sm90=WRONG" in tag["kernels"]
     assert "f16tri=ok" in tag["kernels"]
     assert tag["recommendation"].startswith("keep SDPA: sageattn is inaccurate: 16/16 shapes")
+    assert tag["speedup vs SDPA"] == "-"  # its recorded 1.08x is garbage
+    assert fix["speedup vs SDPA"] == "0.62x"
     assert "auto=ok" in fix["kernels"] and "WRONG" not in fix["kernels"]
     # same version, no build tag: the fingerprint tells the builds apart
     assert tag["sageattention"] == fix["sageattention"] == "2.2.0"
