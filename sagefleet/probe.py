@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 
-# The module's own code object: the parent hands it to each kernel child over stdin (marshal),
+# The module's own code object: the parent hands it to each worker over stdin (marshal),
 # which works however this file was started (`python -` from a pipe, a file, or an import).
 # Source text is not available when run from a pipe, so re-reading it is not an option.
 _SELF_CODE = sys._getframe(0).f_code
