@@ -99,8 +99,9 @@ PROFILES = {
 # Each timing repetition runs at least this long (fewer calls for long shapes, same precision).
 TARGET_REP_S = 0.02
 
-# Test hook: JSON {kernel: "crash" | "hang" | "raise" | "fake-ok" | "fake-garbage"} makes that
-# kernel misbehave in the worker before touching torch, so isolation is testable without a GPU.
+# Test hook: JSON {kernel: "crash" | "hang" | "raise" | "fake-ok" | "fake-garbage" | "poison"}
+# makes that kernel misbehave in the worker before touching torch, so isolation is testable
+# without a GPU ("poison": fake-ok rows, then the worker retires as after a sticky CUDA error).
 FAULT_ENV = "SAGEFLEET_PROBE_FAULT"
 
 
@@ -970,8 +971,8 @@ def worker_main(spec_path: str, events_path: str) -> int:
         try:
             if fault == "raise":
                 raise RuntimeError("injected failure")
-            if fault in ("fake-ok", "fake-garbage"):
-                fake = _FAKE_OK if fault == "fake-ok" else _FAKE_GARBAGE
+            if fault in ("fake-ok", "fake-garbage", "poison"):
+                fake = _FAKE_GARBAGE if fault == "fake-garbage" else _FAKE_OK
                 for i in indices:
                     row = spec["shapes"][i] | fake
                     _append(events_path, {"event": "shape", "kernel": kernel, "row": row})
@@ -984,7 +985,9 @@ def worker_main(spec_path: str, events_path: str) -> int:
             error = describe_exc(exc)
         seconds = round(time.monotonic() - started, 2)
         _append(events_path, {"event": "end", "kernel": kernel, "seconds": seconds, "error": error})
-        if bench is not None and (error or shape_errors) and not bench.healthy():
+        # "poison" (test hook): as if CUDA were unusable after this kernel
+        unusable = bench is not None and (error or shape_errors) and not bench.healthy()
+        if unusable or fault == "poison":
             # a sticky CUDA error (illegal address...) poisons the context for later kernels
             _append(events_path, {"event": "retire", "kernel": kernel})
             log(f"worker: CUDA unusable after {kernel}; a fresh worker takes the rest")

@@ -748,6 +748,19 @@ def test_one_worker_runs_the_kernels_and_a_fault_loses_only_that_kernel():
     assert stats["workers"] == 3  # the first, one after the crash, one after the hang
 
 
+def test_a_worker_whose_cuda_is_unusable_retires_and_a_fresh_one_goes_on(monkeypatch):
+    faults = {"k-poison": "poison", "k-after": "fake-ok"}
+    monkeypatch.setenv(probe.FAULT_ENV, json.dumps(faults))
+    args = _args("--quick", "--timeout", "20")
+    args.kernels = list(faults)
+    stats = {}
+    results = {r["kernel"]: r for r in probe.measure_kernels({}, args, stats)}
+    assert results["k-poison"]["status"] == "ok"  # its shapes were measured before it retired
+    assert len(results["k-poison"]["shapes"]) == 4
+    assert results["k-after"]["status"] == "ok"
+    assert stats["workers"] == 2
+
+
 def test_measure_kernels_with_a_gpu_pretended(monkeypatch):
     """The parent loop with a GPU pretended: prechecks, a prewarmed worker, per-kernel plans."""
     monkeypatch.setenv(
