@@ -97,6 +97,12 @@ health_timeout_s = 60  # the port must answer within this; then no restart and n
 rollout_batch_size = 2  # nodes per batch after the canary group
 rollout_canary_group = "canary"  # goes first, alone; an empty or missing group: no canary
 verify_on_nodes = True  # probe + verification gate of the pulled image on each node
+# How the probe and the service container get the GPU (docs/gpu.md): "auto" = the NVIDIA
+# runtime (--gpus all) where the engine has it, else CDI (--device nvidia.com/gpu=all)
+# where the engine lists an nvidia.com/gpu spec, else a GPU node is refused;
+# "nvidia-runtime" or "cdi" pin one; "none" runs containers without a GPU.
+gpu_access = "auto"
+service_network = None  # None: the default bridge with -p PORT:PORT; "host": the host's network
 # Set per run by sagefleet.rollout through --data (leave None here).
 target_image = None
 rollout_action = None

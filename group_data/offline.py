@@ -20,3 +20,6 @@ bake_files = ["docker-bake.hcl", "tests/offline/offline.hcl"]
 pip_ca_bundle = os.environ.get("SAGEFLEET_PIP_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
 min_free_disk_gb = 2
 verify_torch = False  # the stand-in core stage carries no torch
+# The offline profile's nodes are containers without a GPU: run the probe and the
+# service without one rather than refuse them as GPU nodes (docs/gpu.md).
+gpu_access = "none"

@@ -119,18 +119,18 @@ def probe(
     image_ref: str,
     probe_path: str,
     results_dir: str,
-    gpus: bool,
+    gpu_flags: Sequence[str] = (),
     quick: bool = True,
     timeout_s: float = 300,
     workload_seq_lens: tuple[int, ...] = (),
 ) -> str:
     """Run the kernel probe inside the image (script on stdin, no bind mount: the
-    engine may be remote) and store its JSON as <results_dir>/<image id>.json."""
+    engine may be remote) and store its JSON as <results_dir>/<image id>.json.
+    gpu_flags: how the container gets the GPU (sagefleet.gpu_access.choose)."""
     args = ["--mode", "kernels", "--timeout", str(int(timeout_s))] + (["--quick"] if quick else [])
     if workload_seq_lens:
         args += ["--workload-seq-lens", *(str(int(n)) for n in workload_seq_lens)]
-    run = ["docker", "run", "--rm", "-i", "--network", "none"]
-    run += ["--gpus", "all"] if gpus else []
+    run = ["docker", "run", "--rm", "-i", "--network", "none", *gpu_flags]
     run += ["--entrypoint", "python", image_ref, "-", *args]
     return (
         f"id=$(docker image inspect -f '{{{{.Id}}}}' {q(image_ref)}) && mkdir -p {q(results_dir)} && "
@@ -222,17 +222,23 @@ def service_args(
     restart: str,
     volumes: Sequence[tuple[str, str]],
     cli_args: Sequence[str],
-    gpus: bool,
+    gpu_flags: Sequence[str],
     settings: str,
+    network: str | None = None,
 ) -> list[str]:
-    """The `docker run` argv of the ComfyUI service container."""
+    """The `docker run` argv of the ComfyUI service container. network None: the
+    default bridge, port published; a name (e.g. "host"): that network, no -p."""
     argv = ["docker", "run", "-d", "--name", name, "--restart", restart]
     argv += ["--label", f"{SETTINGS_LABEL}={settings}"]
-    argv += ["-p", f"{int(port)}:{int(port)}", "-e", f"COMFY_PORT={int(port)}"]
+    if network is None:
+        argv += ["-p", f"{int(port)}:{int(port)}"]
+    else:
+        argv += ["--network", network]
+    argv += ["-e", f"COMFY_PORT={int(port)}"]
     argv += ["-e", "CLI_ARGS=" + " ".join(cli_args)]
     for src, dst in volumes:
         argv += ["-v", f"{src}:{dst}"]
-    argv += ["--gpus", "all"] if gpus else []
+    argv += list(gpu_flags)
     return [*argv, image]
 
 

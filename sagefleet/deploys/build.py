@@ -160,9 +160,11 @@ def probe_and_gate(
     image_ref: str,
     create_dir: bool = True,
     snapshot: Snapshot | None = None,
+    gpu_node: bool = False,
 ) -> None:
     """Put the probe script in work_dir, probe image_ref there (once per image ID)
-    and gate the stored result against the pins: build hosts and GPU nodes alike."""
+    and gate the stored result against the pins: build hosts and GPU nodes alike
+    (a GPU node whose engine can give no GPU to a container is refused)."""
     if create_dir:
         file_ops.directory(name="State directory", path=work_dir, mode="755")
     file_ops.put(
@@ -181,6 +183,8 @@ def probe_and_gate(
         quick=pins.verify.probe_quick,
         timeout_s=pins.verify.probe_timeout_s,
         workload_seq_lens=pins.verify.probe_workload_seq_lens,
+        gpu_access=pins.service.gpu_access,
+        gpu_node=gpu_node,
         **where,
     )
     verify_ops.gate(name="Verification gate", expect=expectation(pins), **where)

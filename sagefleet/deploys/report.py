@@ -8,8 +8,10 @@ import os
 
 from pyinfra import host
 
-from ..facts.gpu import GpuHost
+from ..facts.gpu import EngineGpuAccess, GpuHost
+from ..facts.service import ServiceState
 from ..facts.verify import ProbeResult
+from ..gpu_access import choose
 from ..pins import host_pins
 
 REPORT_DIR_ENV = "SAGEFLEET_REPORT_DIR"
@@ -39,5 +41,33 @@ def collect_host_record(out_dir: str | None = None) -> dict:
             ProbeResult, image_ref=pins.image.ref, results_dir=f"{pins.build.build_dir}/probe"
         )
         record.update(image_ref=pins.image.ref, image_id=stored["image_id"], probe=stored["result"])
+    elif "gpu_nodes" in host.groups:
+        record.update(_node_record(host_pins(host)))
     write_result(os.path.join(out_dir, "hosts"), record)
     return record
+
+
+def _node_record(pins) -> dict:
+    """A GPU node's part of the report: the image its service runs, the node's own
+    probe of that image, how containers get the GPU, and the service's CLI_ARGS."""
+    svc = host.get_fact(
+        ServiceState, container=pins.service.service_name, state_dir=pins.service.state_dir
+    )
+    container = svc["container"] or {}
+    access = choose(host.get_fact(EngineGpuAccess), pins.service.gpu_access, gpu_node=True)
+    out: dict = {
+        "gpu_access": {"mode": access.mode, "flags": list(access.flags), "problem": access.problem},
+        "service": {k: container.get(k) for k in ("image", "status", "restarts", "cli_args")}
+        if container
+        else None,
+        "image_ref": container.get("image"),
+        "probe": None,
+    }
+    if container.get("image"):
+        stored = host.get_fact(
+            ProbeResult,
+            image_ref=container["image"],
+            results_dir=f"{pins.service.state_dir}/probe",
+        )
+        out.update(image_id=stored["image_id"], probe=stored["result"])
+    return out

@@ -15,8 +15,10 @@ from pyinfra.operations import files, python, server
 
 from ..commands import docker_config_json, registry_of
 from ..facts.build import PublishedImage
+from ..facts.gpu import EngineGpuAccess
 from ..facts.service import ImagePresent, ServiceHealth, ServiceState
 from ..facts.verify import ProbeResult
+from ..gpu_access import choose
 from ..inputs import build_inputs
 from ..operations import build as build_ops
 from ..operations import service as service_ops
@@ -122,6 +124,8 @@ def _service_kwargs(pins, image: str) -> dict:
         volumes=pins.service.service_volumes,
         cli_args=pins.service.service_cli_args,
         probe_dir=f"{pins.service.state_dir}/probe" if pins.service.verify_on_nodes else None,
+        gpu_access=pins.service.gpu_access,
+        network=pins.service.service_network,
     )
 
 
@@ -179,6 +183,7 @@ def _preview(pins, action: str) -> None:
                 )
             )
         kw = _service_kwargs(pins, image)
+        access = choose(host.get_fact(EngineGpuAccess), kw["gpu_access"], gpu_node=True)
         _, settings = service_ops.desired_service(
             kw["container"],
             image,
@@ -186,11 +191,14 @@ def _preview(pins, action: str) -> None:
             kw["restart"],
             kw["volumes"],
             kw["cli_args"],
-            svc["nvidia_runtime"],
+            access.flags,
             use_sage,
+            kw["network"],
         )
         reason = service_ops.restart_reason(svc["container"], image, settings)
-        record.update(restart=reason is not None, reason=reason)
+        record.update(restart=reason is not None, reason=reason, gpu_access=access.mode)
+        if access.problem:
+            record.update(restart=False, reason=access.problem)
     write_result(pins.rollout_results_dir, record)
 
 
@@ -223,7 +231,7 @@ def rollout_node():
         name=f"Pull {image.split('@')[1][:19]}", image=image, docker_config=docker_config
     )
     if pins.service.verify_on_nodes:
-        probe_and_gate(pins, pins.service.state_dir, image)
+        probe_and_gate(pins, pins.service.state_dir, image, gpu_node=True)
     service_ops.service(name=f"Service {pins.service.service_name}", **_service_kwargs(pins, image))
     service_ops.await_service(
         name=f"Wait for {pins.service.service_name}",

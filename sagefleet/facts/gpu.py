@@ -1,4 +1,4 @@
-"""The GPUs of a host."""
+"""The GPUs of a host, and how its Docker engine can hand them to a container."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
+from ..commands import q
+from ..gpu_access import engine_gpu
+from .util import MARKER, json_doc, sectioned, sections
+
 _QUERY = "name,compute_cap,driver_version,memory.total"
+_SPEC = "spec:"
+_SPEC_LIMIT = 1024 * 1024
 
 
 class GpuHost(FactBase):
@@ -42,3 +48,45 @@ class GpuHost(FactBase):
                 }
             )
         return {"nvidia_smi": True, "gpus": gpus}
+
+
+class EngineGpuAccess(FactBase):
+    """
+    What the Docker engine offers to hand GPUs to a container: ``docker info``'s JSON
+    and, under one marker each, every ``*.yaml|*.yml|*.json`` in the CDI spec
+    directories it lists (docker's own template prints them, one per line).
+
+    Returns ``{"docker": bool, "server_version": str | None, "runtimes": [str],
+    "cdi_spec_dirs": [str], "cdi_devices": [str], "spec_errors": [str]}``:
+    ``runtimes`` as ``docker info`` lists them (``nvidia`` where the NVIDIA
+    container runtime is configured), ``cdi_spec_dirs`` empty when the engine has
+    CDI off, ``cdi_devices`` the ``nvidia.com/gpu=NAME`` devices of the specs there
+    (or of ``DiscoveredDevices`` on engines that list them). Decided on by
+    ``sagefleet.gpu_access.choose``.
+    """
+
+    def requires_command(self) -> str:
+        return "docker"
+
+    def command(self) -> str:
+        dirs = "docker info --format '{{range .CDISpecDirs}}{{println .}}{{end}}' 2>/dev/null"
+        specs = (
+            f'{dirs} | while IFS= read -r d; do for f in "$d"/*.yaml "$d"/*.yml "$d"/*.json; do '
+            f'[ -f "$f" ] || continue; printf \'%s%s\\n\' {q(MARKER + _SPEC)} "$f"; '
+            f'head -c {_SPEC_LIMIT} "$f"; echo; done; done'
+        )
+        return sectioned(
+            {"info": "docker info --format '{{json .}}' 2>/dev/null || true", "specs": specs}
+        )
+
+    def default(self) -> dict[str, Any]:
+        return engine_gpu(None, [])
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        parts = sections(output)
+        specs = [
+            (name[len(_SPEC) :], "\n".join(lines))
+            for name, lines in parts.items()
+            if name.startswith(_SPEC)
+        ]
+        return engine_gpu(json_doc(parts.get("info")), specs)

@@ -15,6 +15,7 @@ def _container(inspect: dict | None) -> dict[str, Any] | None:
     if not inspect:
         return None
     config, state = inspect.get("Config") or {}, inspect.get("State") or {}
+    env = config.get("Env") or []
     return {
         "id": inspect.get("Id"),
         "image": config.get("Image"),
@@ -22,6 +23,8 @@ def _container(inspect: dict | None) -> dict[str, Any] | None:
         "labels": config.get("Labels") or {},
         "status": state.get("Status"),
         "restarts": inspect.get("RestartCount"),
+        # CLI_ARGS as the container was started (shows --use-sage-attention or not).
+        "cli_args": next((e.split("=", 1)[1] for e in env if e.startswith("CLI_ARGS=")), None),
     }
 
 
@@ -34,7 +37,7 @@ class ServiceState(FactBase):
     The service container on a node, the digest it ran before, and the engine.
 
     Returns ``{"docker": bool, "nvidia_runtime": bool, "container": None | {id, image,
-    image_id, labels, status, restarts}, "previous": str | None}``: ``image`` is the
+    image_id, labels, status, restarts, cli_args}, "previous": str | None}``: ``image`` is the
     reference the container was started from (repo@sha256:... for a rollout),
     ``previous`` the one recorded before the last replacement (rollback target).
     """

@@ -7,11 +7,14 @@ import json
 from collections.abc import Sequence
 
 from pyinfra import host, logger
-from pyinfra.api import operation
+from pyinfra.api import OperationError, operation
 
 from .. import commands
+from ..facts.gpu import EngineGpuAccess
 from ..facts.service import ImagePresent, ServiceState
 from ..facts.verify import ProbeResult
+from ..gpu_access import choose
+from ..pins.service import GPU_ACCESS_MODES
 from .util import require_abs, require_digest_ref, require_name
 
 
@@ -64,15 +67,18 @@ def desired_service(
     restart: str,
     volumes: Sequence[tuple[str, str]],
     cli_args: Sequence[str],
-    gpus: bool,
+    gpu_flags: Sequence[str],
     use_sage: bool,
+    network: str | None = None,
 ) -> tuple[list[str], str]:
     """(docker run argv, settings hash) of the service as it should run."""
     args = list(cli_args) + (["--use-sage-attention"] if use_sage else [])
-    bare = commands.service_args(container, image, port, restart, volumes, args, gpus, "")
+    bare = commands.service_args(
+        container, image, port, restart, volumes, args, gpu_flags, "", network
+    )
     settings = service_settings(bare)
     return commands.service_args(
-        container, image, port, restart, volumes, args, gpus, settings
+        container, image, port, restart, volumes, args, gpu_flags, settings, network
     ), settings
 
 
@@ -86,6 +92,8 @@ def service(
     volumes: Sequence[tuple[str, str]] = (),
     cli_args: Sequence[str] = (),
     probe_dir: str | None = None,
+    gpu_access: str = "auto",
+    network: str | None = None,
 ):
     """
     Run the ComfyUI container from exactly ``image`` (repo@sha256:...).
@@ -99,15 +107,24 @@ def service(
     + cli_args: ``CLI_ARGS``; ``--use-sage-attention`` is added where the node's
       stored probe of this image (``probe_dir``) recommends it
     + probe_dir: where ``sagefleet.operations.verify.probe`` stored results on this node
+    + gpu_access: the ``gpu_access`` pin; the GPU reaches the container as for the
+      probe (``sagefleet.gpu_access.choose`` on ``EngineGpuAccess``); a node whose
+      engine can give no GPU fails with what to install (unless pinned ``none``)
+    + network: None: the default bridge with ``-p port:port``; a network name
+      (e.g. ``host``): ``--network NAME`` and no published port
 
-    ``--gpus all`` is passed where the engine has the NVIDIA runtime. Idempotence:
-    the running container's image reference and its ``org.sagefleet.settings``
-    label (hash of the whole ``docker run`` line) are compared with what is
-    wanted; equal and running means nothing to do, else the container is replaced.
+    Idempotence: the running container's image reference and its
+    ``org.sagefleet.settings`` label (hash of the whole ``docker run`` line, GPU
+    flags included) are compared with what is wanted; equal and running means
+    nothing to do, else the container is replaced.
     """
     require_digest_ref(image)
     require_abs("state_dir", state_dir)
     require_name("container name", container)
+    if gpu_access not in GPU_ACCESS_MODES:
+        raise OperationError(f"gpu_access must be one of {', '.join(GPU_ACCESS_MODES)}")
+    if network is not None:
+        require_name("network name", network)
     for src, dst in volumes:
         require_abs("volume host path", src)
         require_abs("volume container path", dst)
@@ -115,13 +132,18 @@ def service(
     if not svc["docker"]:
         yield commands.fail("the Docker engine is not reachable on this GPU node: start dockerd")
         return
+    access = choose(host.get_fact(EngineGpuAccess), gpu_access, gpu_node=True)
+    if access.problem:
+        logger.warning(f"{host.print_prefix}{access.problem}")
+        yield commands.fail(access.problem)
+        return
     use_sage = False
     if probe_dir:
         use_sage = use_sage_attention(
             host.get_fact(ProbeResult, image_ref=image, results_dir=probe_dir)
         )
     argv, settings = desired_service(
-        container, image, port, restart, volumes, cli_args, svc["nvidia_runtime"], use_sage
+        container, image, port, restart, volumes, cli_args, access.flags, use_sage, network
     )
     reason = restart_reason(svc["container"], image, settings)
     if reason is None:

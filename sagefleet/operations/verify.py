@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pyinfra import host, logger, state
-from pyinfra.api import operation
+from pyinfra.api import OperationError, operation
 
 from .. import commands
-from ..facts.build import BuildHost
+from ..facts.gpu import EngineGpuAccess
 from ..facts.verify import ProbeResult
 from ..gate import Expectation, describe, gate_failures
+from ..gpu_access import choose
+from ..pins.service import GPU_ACCESS_MODES
 from .snapshot import Snapshot, changed, found
 from .util import require_abs
 
@@ -31,6 +33,8 @@ def probe(
     timeout_s: float = 300,
     snapshot: Snapshot | None = None,
     workload_seq_lens: tuple[int, ...] = (),
+    gpu_access: str = "auto",
+    gpu_node: bool = False,
 ):
     """
     Run the SageAttention kernel probe in the current image, once per image ID.
@@ -43,25 +47,36 @@ def probe(
     + snapshot: the run's ``BuildState`` (image ID, stored result); None: read ``ProbeResult``
     + workload_seq_lens: the fleet's workload sequence lengths (measured too; the
       recommendation needs sageattn faster than SDPA at all of them)
+    + gpu_access: the ``gpu_access`` pin (auto, nvidia-runtime, cdi, none)
+    + gpu_node: a GPU node is refused (the host fails) where the engine can give
+      the container no GPU; a build host then probes without one ("no GPU")
 
     Idempotence: a result stored for the image ID the tag points to means nothing
-    to do; a rebuilt image (new ID) is probed again. ``--gpus all`` is passed where
-    the engine has the NVIDIA runtime; elsewhere the probe reports "no GPU".
-    Under ``--dry`` nothing runs: the kernels run only in this operation.
+    to do; a rebuilt image (new ID) is probed again. The GPU reaches the container
+    as ``sagefleet.gpu_access.choose`` decides from ``EngineGpuAccess`` (``--gpus all``
+    with the NVIDIA runtime, ``--device nvidia.com/gpu=...`` with CDI), exactly as
+    for the service. Under ``--dry`` nothing runs: the kernels run only here.
     """
     require_abs("build_dir", build_dir)
+    if gpu_access not in GPU_ACCESS_MODES:
+        raise OperationError(f"gpu_access must be one of {', '.join(GPU_ACCESS_MODES)}")
     results_dir = f"{build_dir}/probe"
     stored = _stored(snapshot, image_ref, results_dir)
     if stored["image_id"] and stored["result"] is not None:
         host.noop(f"probe result for image {stored['image_id'][:19]} already stored")
         return
+    access = choose(host.get_fact(EngineGpuAccess), gpu_access, gpu_node)
+    if access.problem:
+        logger.warning(f"{host.print_prefix}{access.problem}")
+        yield commands.fail(access.problem)
+        return
     changed(snapshot)
-    gpus = host.get_fact(BuildHost, image_ref=image_ref)["nvidia_runtime"]
+    logger.info(f"{host.print_prefix}probe GPU access: {access.mode} ({access.reason})")
     yield commands.probe(
         image_ref,
         probe_path,
         results_dir,
-        gpus=gpus,
+        gpu_flags=access.flags,
         quick=quick,
         timeout_s=timeout_s,
         workload_seq_lens=workload_seq_lens,

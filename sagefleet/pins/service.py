@@ -24,6 +24,8 @@ _RESTART = (
 _GROUP = (NAME, "a group name")
 # CLI_ARGS is word-split by the image's shell: one option or value per item, no spaces.
 _CLI_ARG = re.compile(r"[A-Za-z0-9_.,:=/+-]+")
+# How containers get the GPU (sagefleet.gpu_access.choose).
+GPU_ACCESS_MODES = ("auto", "nvidia-runtime", "cdi", "none")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class ServicePins:
     rollout_batch_size: int = 2
     rollout_canary_group: str = "canary"
     verify_on_nodes: bool = True
+    # "auto": the NVIDIA runtime, else CDI, else a GPU node is refused; or one pinned; "none"
+    gpu_access: str = "auto"
+    service_network: str | None = None  # None: the default bridge with -p; "host": no -p
 
 
 SERVICE_KEYS = tuple(f.name for f in fields(ServicePins))
@@ -82,6 +87,25 @@ def check_service(c: Checker, data: Mapping[str, object]) -> ServicePins:
         rollout_batch_size=size,
         rollout_canary_group=canary,
         verify_on_nodes=c.boolean("verify_on_nodes", get("verify_on_nodes")),
+        gpu_access=_gpu_access(c, get("gpu_access")),
+        service_network=_network(c, get("service_network")),
+    )
+
+
+def _gpu_access(c: Checker, value: object) -> str:
+    if not isinstance(value, str) or value not in GPU_ACCESS_MODES:
+        c.fail("gpu_access", value, f"must be one of {', '.join(GPU_ACCESS_MODES)}")
+    return value
+
+
+def _network(c: Checker, value: object) -> str | None:
+    if value is None:
+        return None
+    return c.matching(
+        "service_network",
+        value,
+        NAME,
+        "a Docker network name (e.g. 'host'); None: the default bridge with -p PORT:PORT",
     )
 
 

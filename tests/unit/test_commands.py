@@ -44,11 +44,15 @@ def test_extract_context():
 
 
 def test_probe_passes_the_workload_seq_lens():
-    cmd = commands.probe("img:1", "/opt/b/probe.py", "/opt/b/probe", gpus=True)
+    cmd = commands.probe("img:1", "/opt/b/probe.py", "/opt/b/probe", gpu_flags=("--gpus", "all"))
     assert "python img:1 - --mode kernels --timeout 300 --quick < /opt/b/probe.py" in cmd
     assert "--workload-seq-lens" not in cmd
     long = commands.probe(
-        "img:1", "/opt/b/probe.py", "/opt/b/probe", gpus=True, workload_seq_lens=(16384, 32760)
+        "img:1",
+        "/opt/b/probe.py",
+        "/opt/b/probe",
+        gpu_flags=("--gpus", "all"),
+        workload_seq_lens=(16384, 32760),
     )
     assert "--timeout 300 --quick --workload-seq-lens 16384 32760 < /opt/b/probe.py" in long
 

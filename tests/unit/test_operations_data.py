@@ -32,7 +32,7 @@ def _arg(value):
 
 
 def test_every_operation_has_cases():
-    assert {p.parent.name for p in CASES} == {"build_context", "image"}
+    assert {p.parent.name for p in CASES} == {"build_context", "image", "probe", "service"}
     assert len(CASES) >= 25
 
 

@@ -645,6 +645,14 @@ def test_rollout_keys_of_all_py():
     assert pins.target_image is None and pins.rollout_action is None
 
 
+def test_gpu_access_and_service_network():
+    assert validate(load("all.py")).service.gpu_access == "auto"
+    assert validate(load("all.py")).service.service_network is None
+    for mode in ("auto", "nvidia-runtime", "cdi", "none"):
+        assert validate(merged({"gpu_access": mode})).service.gpu_access == mode
+    assert validate(merged({"service_network": "host"})).service.service_network == "host"
+
+
 def test_rollout_keys_are_optional_with_defaults():
     data = {k: v for k, v in load("all.py").items() if k not in ("state_dir", "service_port")}
     pins = validate(data)
@@ -674,6 +682,13 @@ def test_rollout_values_from_data():
         ({"service_name": "comfy ui"}, META),
         ({"state_dir": "/var/lib/../x"}, "must not contain '..'"),
         ({"health_timeout_s": 0}, "must be at least 1.0"),
+        (
+            {"gpu_access": "gpus-all"},
+            "gpu_access = 'gpus-all': must be one of auto, nvidia-runtime, cdi, none",
+        ),
+        ({"gpu_access": None}, "gpu_access = None: must be one of"),
+        ({"service_network": "host;id"}, META),
+        ({"service_network": "-host"}, "a Docker network name"),
     ],
 )
 def test_bad_rollout_values(overrides, message):

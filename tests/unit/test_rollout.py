@@ -103,9 +103,9 @@ def test_preview_lines():
 # --------------------------------------------------------------------------- restart decision
 
 
-def _desired(image=B, cli=(), gpus=False, sage=False):
+def _desired(image=B, cli=(), gpu_flags=(), sage=False, network=None):
     return service_ops.desired_service(
-        "comfyui", image, 8188, "unless-stopped", (("/m", "/app/m"),), cli, gpus, sage
+        "comfyui", image, 8188, "unless-stopped", (("/m", "/app/m"),), cli, gpu_flags, sage, network
     )
 
 
@@ -121,7 +121,29 @@ def test_restart_only_when_digest_or_settings_change():
         {**running, "status": "restarting"}, B, settings
     )
     assert service_ops.restart_reason(None, B, settings) == "no service container yet"
-    assert "--gpus" in _desired(gpus=True)[0] and "--gpus" not in argv
+    runtime_argv, runtime = _desired(gpu_flags=("--gpus", "all"))
+    cdi_argv, cdi = _desired(gpu_flags=("--device", "nvidia.com/gpu=all"))
+    assert "--gpus" in runtime_argv and "--gpus" not in argv
+    assert cdi_argv[-3:] == ["--device", "nvidia.com/gpu=all", B]
+    # Another way to the GPU is another docker run line: the service restarts.
+    assert len({settings, runtime, cdi}) == 3
+    assert "settings changed" in service_ops.restart_reason(running, B, cdi)
+
+
+def test_settings_hash_unchanged_for_nodes_started_before_gpu_access():
+    # A container started by the code before gpu_access/service_network (gpus=False)
+    # carried this exact argv: upgrading sagefleet must not restart it.
+    argv, _ = _desired()
+    assert argv[argv.index("--label") + 2 :] == [
+        "-p", "8188:8188", "-e", "COMFY_PORT=8188", "-e", "CLI_ARGS=", "-v", "/m:/app/m", B,
+    ]  # fmt: skip
+
+
+def test_host_network_publishes_no_port():
+    argv, settings = _desired(network="host")
+    assert ["--network", "host"] == argv[argv.index("--network") : argv.index("--network") + 2]
+    assert "-p" not in argv and "COMFY_PORT=8188" in argv
+    assert settings != _desired()[1]
 
 
 def test_sage_flag_only_where_the_probe_recommends_it():
@@ -151,7 +173,7 @@ def test_service_state_parses_container_and_previous():
     inspect = {
         "Id": "c1",
         "Image": "sha256:x",
-        "Config": {"Image": B, "Labels": None},
+        "Config": {"Image": B, "Labels": None, "Env": ["PATH=/usr/bin", "CLI_ARGS=--lowvram"]},
         "State": {"Status": "running"},
         "RestartCount": 0,
     }
@@ -166,6 +188,7 @@ def test_service_state_parses_container_and_previous():
         "labels": {},
         "status": "running",
         "restarts": 0,
+        "cli_args": "--lowvram",
     }
     empty = ServiceState().process(_parts(runtimes=None, container=None, previous=None))
     assert empty == {"docker": False, "nvidia_runtime": False, "container": None, "previous": None}

@@ -1,0 +1,174 @@
+"""GPU access from recorded engines: tests/unit/data/gpu_access/<case>.json.
+
+A case: {"info": docker info JSON or null, "specs": {path: text}, "fact": the expected
+EngineGpuAccess value, "choose": [{"pinned", "gpu_node", "mode", "flags", "problem"}]}
+("problem": a part of the refusal message, or null for no refusal). Each case runs
+twice: through process() on the fact's output format, and through the fact's real
+shell command with a STAND-IN `docker` on PATH that prints the recorded info.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sagefleet.facts.gpu import EngineGpuAccess
+from sagefleet.facts.util import MARKER
+from sagefleet.gpu_access import cdi_spec_devices, choose
+
+DATA = Path(__file__).parent / "data" / "gpu_access"
+CASES = sorted(DATA.glob("*.json"))
+KEYS = {"description", "info", "specs", "fact", "choose"}
+
+
+def _params():
+    for path in CASES:
+        yield pytest.param(json.loads(path.read_text()), id=path.stem)
+
+
+def test_cases_cover_each_mode_and_refusal():
+    seen = {
+        (c["mode"], c["problem"] is None)
+        for p in CASES
+        for c in json.loads(p.read_text())["choose"]
+    }
+    assert {("nvidia-runtime", True), ("cdi", True), ("none", True), ("none", False)} <= seen
+    assert len(CASES) >= 10
+
+
+def _output(info, specs: dict[str, str]) -> list[str]:
+    """What EngineGpuAccess's command prints: each part after its marker line."""
+    lines = [MARKER + "info"] + ([json.dumps(info, separators=(",", ":"))] if info else [])
+    lines.append(MARKER + "specs")
+    for path, text in specs.items():
+        lines += [MARKER + "spec:" + path, *text.splitlines(), ""]
+    return lines
+
+
+@pytest.mark.parametrize("case", list(_params()))
+def test_process_and_choose(case):
+    assert set(case) <= KEYS, f"unknown keys {set(case) - KEYS}"
+    dirs = (case["info"] or {}).get("CDISpecDirs") or []
+    specs = {p: t for p, t in case["specs"].items() if any(p.startswith(d + "/") for d in dirs)}
+    fact = EngineGpuAccess().process(_output(case["info"], specs))
+    assert fact == case["fact"]
+    _check_choices(fact, case["choose"])
+
+
+def _check_choices(fact, choices):
+    for want in choices:
+        got = choose(fact, want["pinned"], want["gpu_node"])
+        label = f"{want['pinned']} gpu_node={want['gpu_node']}"
+        assert (got.mode, list(got.flags)) == (want["mode"], want["flags"]), label
+        if want["problem"] is None:
+            assert got.problem is None, label
+        else:
+            assert got.problem and want["problem"] in got.problem, (label, got.problem)
+            assert not got.flags
+
+
+def _standin_docker(bin_dir: Path, tmp: Path, info: dict | None) -> None:
+    """STAND-IN for the docker CLI: `docker info --format` with the two templates the
+    fact uses, answered from the recorded info (compact JSON, as docker prints it; the
+    CDI spec dirs one per line); no engine: exit 1."""
+    (tmp / "info.json").write_text(json.dumps(info, separators=(",", ":")) if info else "")
+    dirs = "".join(d + "\n" for d in (info or {}).get("CDISpecDirs") or [])
+    (tmp / "dirs.txt").write_text(dirs)
+    (bin_dir / "docker").write_text(
+        "#!/bin/sh\n"
+        f"[ -s '{tmp}/info.json' ] || exit 1\n"
+        'case "$3" in *CDISpecDirs*) cat '
+        f"'{tmp}/dirs.txt' ;; *) cat '{tmp}/info.json'; echo ;; esac\n"
+    )
+    (bin_dir / "docker").chmod(0o755)
+
+
+@pytest.mark.parametrize("case", list(_params()))
+def test_fact_command_with_standin_docker(case, tmp_path):
+    """The fact's shell: finds the spec dirs in docker info's JSON, reads each spec file."""
+    root = tmp_path / "root"
+    info = case["info"]
+    if info is not None:
+        info = dict(info, CDISpecDirs=[f"{root}{d}" for d in info.get("CDISpecDirs") or []])
+    for path, text in case["specs"].items():
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text(text)
+    (root / "etc" / "cdi" / "notes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "cdi" / "notes.txt").write_text("not a spec\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _standin_docker(bin_dir, tmp_path, info)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = subprocess.run(
+        ["sh", "-c", EngineGpuAccess().command()], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    fact = EngineGpuAccess().process(out.stdout.splitlines())
+    strip = str(root)
+    fact["cdi_spec_dirs"] = [d.removeprefix(strip) for d in fact["cdi_spec_dirs"]]
+    fact["spec_errors"] = [e.removeprefix(strip) for e in fact["spec_errors"]]
+    assert fact == case["fact"]
+    _check_choices(fact, case["choose"])
+
+
+def test_no_docker_cli(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path)}
+    out = subprocess.run(
+        ["/bin/sh", "-c", EngineGpuAccess().command()], env=env, capture_output=True, text=True
+    )
+    fact = EngineGpuAccess().process(out.stdout.splitlines())
+    assert fact["docker"] is False
+    assert "not reachable" in choose(fact, "auto", gpu_node=True).problem
+
+
+def test_spec_dir_with_space_and_quote_in_file_name(tmp_path):
+    spec_dir = tmp_path / "cdi dir"
+    spec_dir.mkdir()
+    (spec_dir / "it's.yaml").write_text("kind: nvidia.com/gpu\ndevices:\n- name: all\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    info = {"ServerVersion": "26.1.5", "Runtimes": {"runc": {}}, "CDISpecDirs": [str(spec_dir)]}
+    _standin_docker(bin_dir, tmp_path, info)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    out = subprocess.run(["sh", "-c", EngineGpuAccess().command()], env=env, capture_output=True)
+    fact = EngineGpuAccess().process(out.stdout.decode().splitlines())
+    assert fact["cdi_devices"] == ["nvidia.com/gpu=all"]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "names"),
+    [
+        ("kind: nvidia.com/gpu\ndevices:\n- name: all\n", "nvidia.com/gpu", ["all"]),
+        # "name" keys of nested lists (mounts, hooks) are not device names
+        ("devices:\n- containerEdits:\n    hooks:\n    - name: x\n  name: '0'\nkind: a/b\n", "a/b", ["0"]),
+        ("kind: nvidia.com/gpu # comment\ndevices: []\n", "nvidia.com/gpu", []),
+        ('{"kind": "nvidia.com/gpu", "devices": [{"name": "all"}]}', "nvidia.com/gpu", ["all"]),
+    ],
+)  # fmt: skip
+def test_cdi_spec_devices(text, kind, names):
+    assert cdi_spec_devices(text) == (kind, names)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("kind: nvidia.com/gpu\ndevices: [{name: all}]\n", "flow style"),
+        ("kind: nvidia.com/gpu\ndevices:\n\t- name: all\n", "tab in indentation"),
+        ('{"kind": "nvidia.com/gpu", "devices": ', "not valid JSON"),
+        ("just words\n", "cannot read line"),
+    ],
+)
+def test_cdi_spec_devices_refuses_what_it_cannot_read(text, message):
+    with pytest.raises(ValueError, match=message):
+        cdi_spec_devices(text)
+
+
+def test_choose_rejects_an_unknown_pin():
+    with pytest.raises(
+        ValueError, match="gpu_access must be one of auto, nvidia-runtime, cdi, none"
+    ):
+        choose({"docker": True}, "gpus")
