@@ -51,9 +51,21 @@ def closure(python: str, roots: list[str]) -> list[str]:
     """Absolute paths of every file of the roots' installed distributions and of
     their requirements (recursively, markers evaluated, extras not followed)."""
     code = r"""
-import json, sys, os
+import json, os, re, sys
 from importlib import metadata
-from packaging.requirements import Requirement  # pip vendors it too
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    try:
+        from pip._vendor.packaging.requirements import Requirement
+    except ImportError:
+        Requirement = None
+def wanted(text):
+    if Requirement is None:  # no packaging here: follow requirements without markers
+        return None if ";" in text else re.match(r"[A-Za-z0-9._-]+", text).group(0)
+    req = Requirement(text)
+    ok = req.marker is None or req.marker.evaluate({"extra": ""})
+    return req.name if ok else None
 seen, todo, files = set(), list(sys.argv[1:]), []
 while todo:
     name = todo.pop()
@@ -67,25 +79,10 @@ while todo:
         continue
     for f in dist.files or []:
         files.append(os.path.normpath(str(dist.locate_file(f))))
-    for text in dist.requires or []:
-        req = Requirement(text)
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
-            todo.append(req.name)
+    todo += [n for n in map(wanted, dist.requires or []) if n]
 print(json.dumps({"dists": sorted(seen), "files": files}))
 """
-    try:
-        out = subprocess.run(
-            [python, "-c", code, *roots], check=True, capture_output=True, text=True
-        )
-    except subprocess.CalledProcessError as e:
-        if "packaging" not in e.stderr:
-            raise
-        code = code.replace(
-            "from packaging.requirements", "from pip._vendor.packaging.requirements"
-        )
-        out = subprocess.run(
-            [python, "-c", code, *roots], check=True, capture_output=True, text=True
-        )
+    out = subprocess.run([python, "-c", code, *roots], check=True, capture_output=True, text=True)
     doc = json.loads(out.stdout)
     log(f"closure of {roots}: {len(doc['dists'])} distributions, {len(doc['files'])} files")
     return doc["files"]
