@@ -40,7 +40,8 @@ from pathlib import Path
 HOST_DIRS = ("bin", "sbin", "lib", "lib64", "etc", "usr/bin", "usr/sbin", "usr/lib", "usr/lib64",
              "usr/libexec", "usr/include", "usr/share/zoneinfo")  # fmt: skip
 # /usr/include: Triton compiles its launcher with the system C compiler and Python.h.
-SKIP_PREFIXES = ("etc/docker", "etc/cdi", "etc/ssh/ssh_host_")
+SKIP_PREFIXES = ("etc/docker", "etc/cdi", "etc/ssh/ssh_host_", "usr/lib/modules", "usr/lib/firmware",
+                 "usr/lib/debug")  # fmt: skip
 
 
 def log(msg: str) -> None:
@@ -204,6 +205,13 @@ def build_base(args, base_dir: Path) -> dict:
         files += venv_files
     total = sum(s for _, s in files)
     log(f"base: {len(files)} files, {total / 1e9:.2f} GB, {len(dirs)} directories")
+    # Layer files, then docker load's own copy and the layer store: ~3x at the peak.
+    free = shutil.disk_usage(base_dir).free
+    if free < 3.2 * total:
+        raise SystemExit(
+            f"only {free / 1e9:.1f} GB free under {base_dir}: the image needs about "
+            f"{3.2 * total / 1e9:.1f} GB while it is built and loaded"
+        )
     skeleton = sorted(set(dirs) | set(ancestors(dirs)))
     groups = [skeleton] + bins(files, args.layers) if files else []
     with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 2)) as pool:
