@@ -50,7 +50,7 @@ def log(msg: str) -> None:
 
 def closure(python: str, roots: list[str]) -> list[str]:
     """Absolute paths of every file of the roots' installed distributions and of
-    their requirements (recursively, markers evaluated, extras not followed)."""
+    their requirements (recursively, markers evaluated, extras followed)."""
     code = r"""
 import json, os, re, sys
 from importlib import metadata
@@ -61,26 +61,33 @@ except ImportError:
         from pip._vendor.packaging.requirements import Requirement
     except ImportError:
         Requirement = None
-def wanted(text):
+def wanted(text, extras):
+    # (name, extras) to follow, or None; markers are evaluated for the extras asked
+    # of this distribution (torch asks cuda-toolkit[nvrtc,...]).
     if Requirement is None:  # no packaging here: follow requirements without markers
-        return None if ";" in text else re.match(r"[A-Za-z0-9._-]+", text).group(0)
+        return None if ";" in text else (re.match(r"[A-Za-z0-9._-]+", text).group(0), ())
     req = Requirement(text)
-    ok = req.marker is None or req.marker.evaluate({"extra": ""})
-    return req.name if ok else None
-seen, todo, files = set(), list(sys.argv[1:]), []
+    if req.marker is not None and not any(
+        req.marker.evaluate({"extra": e}) for e in ("", *extras)
+    ):
+        return None
+    return req.name, tuple(sorted(req.extras))
+done, todo, files, dists = set(), [(n, ()) for n in sys.argv[1:]], [], set()
 while todo:
-    name = todo.pop()
-    key = name.lower().replace("_", "-")
-    if key in seen:
+    name, extras = todo.pop()
+    key = (name.lower().replace("_", "-"), extras)
+    if key in done:
         continue
-    seen.add(key)
+    done.add(key)
     try:
         dist = metadata.distribution(name)
     except metadata.PackageNotFoundError:
         continue
-    for f in dist.files or []:
-        files.append(os.path.normpath(str(dist.locate_file(f))))
-    todo += [n for n in map(wanted, dist.requires or []) if n]
+    if key[0] not in dists:
+        dists.add(key[0])
+        files += [os.path.normpath(str(dist.locate_file(f))) for f in dist.files or []]
+    todo += [w for w in (wanted(t, extras) for t in dist.requires or []) if w]
+seen = dists
 print(json.dumps({"dists": sorted(seen), "files": files}))
 """
     out = subprocess.run([python, "-c", code, *roots], check=True, capture_output=True, text=True)
