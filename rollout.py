@@ -1,7 +1,9 @@
-# Entry point of one rollout step: `python -m sagefleet.rollout` runs
-#   pyinfra -y inventory.py rollout.py --limit <batch> --data rollout_action=... --data target_image=...
-# No logic here: build hosts publish (build, verify, push), GPU nodes pull the
-# digest and (re)start the service (sagefleet.deploys.rollout). docs/rollout.md.
-from sagefleet.deploys.rollout import rollout_host
+# Entry point of the rollout: `python rollout.py ...` is `python -m sagefleet.rollout ...`
+# (build once, push, canary, batches, halt, automatic rollback; docs/rollout.md).
+# No logic here: sagefleet.rollout drives pyinfra in-process, one State per batch.
+if __name__ == "__main__":
+    import sys
 
-rollout_host()
+    from sagefleet.rollout.cli import main
+
+    sys.exit(main())

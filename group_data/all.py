@@ -103,7 +103,5 @@ verify_on_nodes = True  # probe + verification gate of the pulled image on each 
 # "nvidia-runtime" or "cdi" pin one; "none" runs containers without a GPU.
 gpu_access = "auto"
 service_network = None  # None: the default bridge with -p PORT:PORT; "host": the host's network
-# Set per run by sagefleet.rollout through --data (leave None here).
-target_image = None
-rollout_action = None
-rollout_results_dir = None
+# A failed canary or batch: its replaced nodes go back to the digest each ran before.
+rollout_auto_rollback = True

@@ -5,6 +5,7 @@ The operations decide; these helpers only format, so both can be tested alone.
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Mapping, Sequence
 
@@ -153,16 +154,23 @@ def health_restarts_path(state_dir: str) -> str:
 
 def await_service(name: str, port: int, timeout_s: float, settle_s: float, state_dir: str) -> str:
     """Wait up to timeout_s for http://127.0.0.1:<port>/ to answer, record the container's
-    restart count, then wait settle_s (a restart loop shows as a higher count after it).
-    Exits 0 either way: the ServiceHealth fact judges what it finds."""
+    restart count, then wait until it has run settle_s (a restart loop shows as a higher
+    count after it). A restart resets the container's StartedAt, so a container that has
+    run settle_s already is not watched again: a node where nothing changed does not wait
+    (no container: nothing to watch). Exits 0 either way: the ServiceHealth fact judges
+    what it finds."""
     url = f"http://127.0.0.1:{int(port)}/"
-    restarts = health_restarts_path(state_dir)
+    restarts = q(health_restarts_path(state_dir))
+    look = f"docker container inspect -f '{{{{.RestartCount}}}} {{{{.State.StartedAt}}}}' {q(name)}"
     return (
         f"mkdir -p {q(state_dir)} && deadline=$(( $(date +%s) + {int(timeout_s)} )); "
         f"until curl -fsS -o /dev/null --max-time 2 {q(url)} 2>/dev/null; do "
         '[ "$(date +%s)" -ge "$deadline" ] && break; sleep 0.5; done; '
-        f"docker container inspect -f '{{{{.RestartCount}}}}' {q(name)} > {q(restarts)} 2>/dev/null "
-        f"|| rm -f {q(restarts)}; sleep {float(settle_s)}"
+        f'if s=$({look} 2>/dev/null); then echo "${{s%% *}}" > {restarts}; '
+        'up=$(date -d "${s#* }" +%s 2>/dev/null || date +%s); '
+        f"left=$(( {math.ceil(settle_s)} - ($(date +%s) - up) )); "
+        'if [ "$left" -gt 0 ]; then sleep "$left"; fi; '
+        f"else rm -f {restarts}; fi"
     )
 
 

@@ -1,22 +1,29 @@
-"""Rollout: build hosts publish (build, verify, push); GPU nodes pull one digest and
-(re)start the service (@deploy). Each writes one JSON result per host into
-rollout_results_dir on the control machine, which sagefleet.rollout reads.
+"""Rollout: what one host does (@deploy), called by sagefleet.rollout through
+pyinfra's Python API. Build hosts publish (build, verify, push); GPU nodes pull one
+digest, verify it and (re)start the service, then the health check. Per-run
+parameters (the target digest, rollback) are arguments, never group_data; results
+are read from pyinfra's state (the returned OperationMeta, failed hosts, the
+failing operation's output).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, python, server
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import files
 
 from ..commands import docker_config_json, registry_of
 from ..facts.build import PublishedImage
 from ..facts.gpu import EngineGpuAccess
-from ..facts.service import ImagePresent, ServiceHealth, ServiceState
+from ..facts.service import ImagePresent, ServiceState
 from ..facts.verify import ProbeResult
 from ..gpu_access import choose
 from ..inputs import build_inputs
@@ -24,11 +31,6 @@ from ..operations import build as build_ops
 from ..operations import service as service_ops
 from ..pins import host_pins
 from .build import bake_args, build_image, probe_and_gate
-from .report import write_result
-
-# Build hosts push (publish_image); GPU nodes pull one digest and (re)start the
-# service (rollout_node). Each writes one JSON result per host into
-# rollout_results_dir on the control machine, which sagefleet.rollout reads.
 
 REGISTRY_USER_ENV = "SAGEFLEET_REGISTRY_USER"
 REGISTRY_PASSWORD_ENV = "SAGEFLEET_REGISTRY_PASSWORD"
@@ -75,45 +77,6 @@ def registry_login(pins, registry: str) -> str | None:
     return config_dir
 
 
-def _record_published(pins, inputs: str, results_dir: str | None) -> None:
-    published = host.get_fact(PublishedImage, push_dir=f"{pins.build.build_dir}/push")
-    digest = PublishedImage.digest(published, pins.image.bake_target)
-    if not digest or published["inputs"] != inputs:
-        raise RuntimeError(
-            f"no pushed digest for inputs {inputs[:19]} in {pins.build.build_dir}/push"
-        )
-    repo = pins.image.ref.rsplit(":", 1)[0]
-    write_result(
-        results_dir,
-        {
-            "host": host.name,
-            "action": "publish",
-            "status": "published",
-            "image": f"{repo}@{digest}",
-            "inputs": inputs,
-        },
-    )
-
-
-@deploy("Publish the image to the registry")
-def publish_image():
-    """Build (if inputs changed) and verify, then push with bake and record the digest."""
-    pins = host_pins(host)
-    build_image()
-    docker_config = registry_login(pins, registry_of(pins.image.ref))
-    inputs = build_inputs(pins)
-    build_ops.push(
-        name=f"Push {pins.image.ref}", docker_config=docker_config, **bake_args(pins, inputs)
-    )
-    python.call(
-        name="Record the pushed digest",
-        function=_record_published,
-        pins=pins,
-        inputs=inputs.inputs,
-        results_dir=pins.rollout_results_dir,
-    )
-
-
 def _service_kwargs(pins, image: str) -> dict:
     return dict(
         container=pins.service.service_name,
@@ -129,153 +92,132 @@ def _service_kwargs(pins, image: str) -> dict:
     )
 
 
-def _check_and_record(pins, action: str, image: str, before: dict, results_dir: str | None):
-    """After the service step: health check, then this host's result (raise: host fails)."""
-    health = host.get_fact(
-        ServiceHealth,
-        container=pins.service.service_name,
-        port=pins.service.service_port,
-        state_dir=pins.service.state_dir,
-    )
-    after = host.get_fact(
-        ServiceState, container=pins.service.service_name, state_dir=pins.service.state_dir
-    )
-    was = before["container"] or {}
-    now = after["container"] or {}
-    if was.get("image") != now.get("image"):
-        status = "moved"
-    elif was.get("id") != now.get("id"):
-        status = "restarted"
-    else:
-        status = "unchanged"
-    record = {
-        "host": host.name,
-        "action": action,
-        "status": status if health["healthy"] else "failed",
-        "before": was.get("image"),
-        "after": now.get("image"),
-        "target": image,
-        "previous": after["previous"],
-        "health": health,
-        "reason": "; ".join(health["problems"]) or None,
-    }
-    write_result(results_dir, record)
-    if not health["healthy"]:
-        raise RuntimeError(f"health check failed: {record['reason']}")
+class RolloutError(PyinfraError):
+    """A node cannot take part in this step; the message says why (shown in the summary)."""
 
 
-def _preview(pins, action: str) -> None:
-    """Plan-time only (run under --dry): current -> target and whether it would restart."""
-    svc = host.get_fact(
-        ServiceState, container=pins.service.service_name, state_dir=pins.service.state_dir
-    )
-    current = (svc["container"] or {}).get("image")
-    image = svc["previous"] if action == "rollback" else pins.target_image
-    record = {"host": host.name, "action": "preview", "current": current, "target": image}
-    if not image:
-        record.update(restart=False, reason="no target (no previous digest recorded)")
-    else:
-        use_sage = False
-        if pins.service.verify_on_nodes and host.get_fact(ImagePresent, image_ref=image):
-            use_sage = service_ops.use_sage_attention(
-                host.get_fact(
-                    ProbeResult, image_ref=image, results_dir=f"{pins.service.state_dir}/probe"
-                )
-            )
-        kw = _service_kwargs(pins, image)
-        access = choose(host.get_fact(EngineGpuAccess), kw["gpu_access"], gpu_node=True)
-        _, settings = service_ops.desired_service(
-            kw["container"],
-            image,
-            kw["port"],
-            kw["restart"],
-            kw["volumes"],
-            kw["cli_args"],
-            access.flags,
-            use_sage,
-            kw["network"],
-        )
-        reason = service_ops.restart_reason(svc["container"], image, settings)
-        record.update(restart=reason is not None, reason=reason, gpu_access=access.mode)
-        if access.problem:
-            record.update(restart=False, reason=access.problem)
-    write_result(pins.rollout_results_dir, record)
+@dataclass
+class NodePlan:
+    """What a node was asked to run, what it ran before, and the service operation
+    (its OperationMeta says after the run whether the container was replaced)."""
+
+    image: str
+    before: str | None
+    service: OperationMeta
 
 
 @deploy("Roll out the ComfyUI service")
-def rollout_node():
-    """On a GPU node: pull the target digest (rollback: the recorded previous one),
+def rollout_node(
+    image: str | None = None, rollback: bool = False, health_if: Callable | None = None
+) -> NodePlan:
+    """
+    On a GPU node: pull ``image`` (``rollback``: the node's recorded previous digest),
     probe + gate it, (re)start the service only if its digest or settings changed,
-    then the health check; the result goes to rollout_results_dir."""
+    then the health check.
+
+    + image: the target, ``repo@sha256:...``
+    + rollback: run the digest recorded in ``<state_dir>/previous-image`` instead
+    + health_if: pyinfra's ``_if`` for the wait and the health check alone (the
+      other steps take the deploy's own ``_if``, if given)
+    """
     pins = host_pins(host)
-    action = pins.rollout_action or "deploy"
-    if action == "preview":
-        return _preview(pins, "deploy" if pins.target_image else "rollback")
-    before = host.get_fact(
+    svc = host.get_fact(
         ServiceState, container=pins.service.service_name, state_dir=pins.service.state_dir
     )
-    if action == "rollback":
-        image = before["previous"]
+    before = (svc["container"] or {}).get("image")
+    if rollback:
+        image = svc["previous"]
         if not image:
-            server.shell(
-                name="Rollback target",
-                commands=["echo 'sagefleet: no previous digest recorded on this node' >&2; exit 1"],
-            )
-            return
-    else:
-        image = pins.target_image
-        if not image:
-            raise ValueError("target_image (repo@sha256:...) is required for a rollout")
+            raise RolloutError("no previous digest recorded on this node")
+    if not image:
+        raise RolloutError("no target image (repo@sha256:...)")
     docker_config = registry_login(pins, registry_of(image))
     service_ops.pull(
-        name=f"Pull {image.split('@')[1][:19]}", image=image, docker_config=docker_config
+        name=f"Pull {image.split('@')[-1][:19]}", image=image, docker_config=docker_config
     )
     if pins.service.verify_on_nodes:
         probe_and_gate(pins, pins.service.state_dir, image, gpu_node=True)
-    service_ops.service(name=f"Service {pins.service.service_name}", **_service_kwargs(pins, image))
+    service = service_ops.service(
+        name=f"Service {pins.service.service_name}", **_service_kwargs(pins, image)
+    )
+    check = {"_if": health_if} if health_if else {}
     service_ops.await_service(
         name=f"Wait for {pins.service.service_name}",
         container=pins.service.service_name,
         port=pins.service.service_port,
         state_dir=pins.service.state_dir,
         timeout_s=pins.service.health_timeout_s,
+        **check,
     )
-    python.call(
+    service_ops.health_check(
         name="Health check",
-        function=_check_and_record,
-        pins=pins,
-        action=action,
-        image=image,
-        before=before,
-        results_dir=pins.rollout_results_dir,
+        container=pins.service.service_name,
+        port=pins.service.service_port,
+        state_dir=pins.service.state_dir,
+        **check,
+    )
+    return NodePlan(image=image, before=before, service=service)
+
+
+def preview_node(image: str | None = None, rollback: bool = False) -> dict:
+    """Facts only (nothing changes): current -> target and whether it would restart."""
+    pins = host_pins(host)
+    svc = host.get_fact(
+        ServiceState, container=pins.service.service_name, state_dir=pins.service.state_dir
+    )
+    current = (svc["container"] or {}).get("image")
+    if rollback:
+        image = svc["previous"]
+    record = {"current": current, "target": image}
+    if not image:
+        return {**record, "restart": False, "reason": "no target (no previous digest recorded)"}
+    use_sage = False
+    if pins.service.verify_on_nodes and host.get_fact(ImagePresent, image_ref=image):
+        use_sage = service_ops.use_sage_attention(
+            host.get_fact(
+                ProbeResult, image_ref=image, results_dir=f"{pins.service.state_dir}/probe"
+            )
+        )
+    kw = _service_kwargs(pins, image)
+    access = choose(host.get_fact(EngineGpuAccess), kw["gpu_access"], gpu_node=True)
+    _, settings = service_ops.desired_service(
+        kw["container"],
+        image,
+        kw["port"],
+        kw["restart"],
+        kw["volumes"],
+        kw["cli_args"],
+        access.flags,
+        use_sage,
+        kw["network"],
+    )
+    reason = service_ops.restart_reason(svc["container"], image, settings)
+    if access.problem:
+        return {**record, "restart": False, "reason": access.problem, "gpu_access": access.mode}
+    return {**record, "restart": reason is not None, "reason": reason, "gpu_access": access.mode}
+
+
+@deploy("Publish the image to the registry")
+def publish_image() -> None:
+    """Build (if inputs changed) and verify, then push with bake (if not pushed yet)."""
+    pins = host_pins(host)
+    build_image()
+    docker_config = registry_login(pins, registry_of(pins.image.ref))
+    build_ops.push(
+        name=f"Push {pins.image.ref}",
+        docker_config=docker_config,
+        **bake_args(pins, build_inputs(pins)),
     )
 
 
-def publish_preview() -> None:
-    """Plan-time only (--dry): the digest this build host pushed last, and whether
-    its inputs still match the pins (else a build + push would run first)."""
+def published_image() -> tuple[str | None, bool]:
+    """(``repo@sha256:...`` this build host pushed last or None, whether that push
+    carried the inputs of the current pins). A fact read; nothing changes."""
     pins = host_pins(host)
     inputs = build_inputs(pins).inputs
     published = host.get_fact(PublishedImage, push_dir=f"{pins.build.build_dir}/push")
     digest = PublishedImage.digest(published, pins.image.bake_target)
+    if not digest:
+        return None, False
     repo = pins.image.ref.rsplit(":", 1)[0]
-    write_result(
-        pins.rollout_results_dir,
-        {
-            "host": host.name,
-            "action": "publish-preview",
-            "image": f"{repo}@{digest}" if digest else None,
-            "up_to_date": bool(digest) and published["inputs"] == inputs,
-        },
-    )
-
-
-def rollout_host() -> None:
-    """One rollout step on this host, as rollout.py's --data rollout_action asks."""
-    action = host.data.get("rollout_action")
-    if "build_hosts" in host.groups and action == "publish":
-        publish_image()
-    elif "build_hosts" in host.groups and action == "preview":
-        publish_preview()
-    elif "gpu_nodes" in host.groups and action != "publish":
-        rollout_node()
+    return f"{repo}@{digest}", published["inputs"] == inputs

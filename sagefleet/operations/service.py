@@ -6,12 +6,12 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from pyinfra import host, logger
+from pyinfra import host, logger, state
 from pyinfra.api import OperationError, operation
 
 from .. import commands
 from ..facts.gpu import EngineGpuAccess
-from ..facts.service import ImagePresent, ServiceState
+from ..facts.service import ImagePresent, ServiceHealth, ServiceState
 from ..facts.verify import ProbeResult
 from ..gpu_access import choose
 from ..pins.service import GPU_ACCESS_MODES
@@ -165,9 +165,37 @@ def await_service(
     + timeout_s: how long the port may take to answer
     + settle_s: how long the container must then keep running without a restart
 
-    Always runs (it waits; it changes nothing): the ``ServiceHealth`` fact, read after
-    it, says whether the service is healthy.
+    Runs whenever the operations run (it waits; it changes nothing), and counts as no
+    change while pyinfra plans (change detection, ``--dry``). The ``ServiceHealth``
+    fact, read after it by ``health_check``, says whether the service is healthy.
     """
     require_name("container name", container)
     require_abs("state_dir", state_dir)
+    if not state.is_executing:
+        host.noop(f"{container} is waited for when the operations run")
+        return
     yield commands.await_service(container, port, timeout_s, settle_s, state_dir)
+
+
+@operation()
+def health_check(container: str, port: int, state_dir: str):
+    """
+    Fail the host unless its service is healthy (run after ``await_service``).
+
+    + container, port: the service container and its published port
+    + state_dir: where ``await_service`` recorded the restart count
+
+    Reads ``ServiceHealth`` once when the operations run: healthy is a noop that says
+    so; unhealthy fails the host with ``health check failed: <every problem>``. While
+    pyinfra plans it is no change (the check needs the service step done).
+    """
+    require_name("container name", container)
+    require_abs("state_dir", state_dir)
+    if not state.is_executing:
+        host.noop(f"health of {container} is checked when the operations run")
+        return
+    found = host.get_fact(ServiceHealth, container=container, port=port, state_dir=state_dir)
+    if not found["healthy"]:
+        yield commands.fail("health check failed: " + "; ".join(found["problems"]))
+        return
+    host.noop(f"{container} healthy: port {port} answers, restart count {found['restarts_after']}")

@@ -46,6 +46,7 @@ class ServicePins:
     # "auto": the NVIDIA runtime, else CDI, else a GPU node is refused; or one pinned; "none"
     gpu_access: str = "auto"
     service_network: str | None = None  # None: the default bridge with -p; "host": no -p
+    rollout_auto_rollback: bool = True  # a failed batch goes back to each node's previous digest
 
 
 SERVICE_KEYS = tuple(f.name for f in fields(ServicePins))
@@ -89,6 +90,7 @@ def check_service(c: Checker, data: Mapping[str, object]) -> ServicePins:
         verify_on_nodes=c.boolean("verify_on_nodes", get("verify_on_nodes")),
         gpu_access=_gpu_access(c, get("gpu_access")),
         service_network=_network(c, get("service_network")),
+        rollout_auto_rollback=c.boolean("rollout_auto_rollback", get("rollout_auto_rollback")),
     )
 
 

@@ -18,15 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .build import BUILD_KEYS, BuildPins, check_build
-from .check import DIGEST_REF, IMAGE_REF, MISSING, Checker, PinError, unknown_reason
+from .check import MISSING, Checker, PinError, unknown_reason
 from .image import IMAGE_KEYS, ImagePins, check_image
 from .service import SERVICE_KEYS, ServicePins, check_service
 from .verify import VERIFY_KEYS, VerifyPins, check_verify
-
-# Set per run by sagefleet.rollout through --data (not pins: they go when the rollout
-# runs on pyinfra's API).
-RUN_KEYS = ("target_image", "rollout_action", "rollout_results_dir")
-ROLLOUT_ACTIONS = ("publish", "deploy", "rollback", "preview")
 
 
 @dataclass(frozen=True)
@@ -37,15 +32,14 @@ class Pins:
     build: BuildPins
     verify: VerifyPins
     service: ServicePins
-    target_image: str | None = None
-    rollout_action: str | None = None
-    rollout_results_dir: str | None = None
 
 
 # The order of group_data/all.py is the order of the sections' checks.
-_KEY_ORDER = IMAGE_KEYS + BUILD_KEYS + VERIFY_KEYS + SERVICE_KEYS + RUN_KEYS
+_KEY_ORDER = IMAGE_KEYS + BUILD_KEYS + VERIFY_KEYS + SERVICE_KEYS
 KNOWN_KEYS: frozenset[str] = frozenset(_KEY_ORDER)
-_OPTIONAL_KEYS = frozenset({"build_context", "pip_ca_bundle", *SERVICE_KEYS, *RUN_KEYS})
+# Per-run parameters of a rollout (target digest, action) are arguments of
+# sagefleet.rollout, never pins: group_data holds no such keys.
+_OPTIONAL_KEYS = frozenset({"build_context", "pip_ca_bundle", *SERVICE_KEYS})
 
 # Keys that pyinfra itself and its connectors read from host.data.
 _FOREIGN_PREFIXES = (
@@ -96,28 +90,7 @@ def validate(
         build=check_build(c, data),
         verify=check_verify(c, data),
         service=check_service(c, data),
-        **_run_parameters(c, data),
     )
-
-
-def _run_parameters(c: Checker, data: Mapping[str, object]) -> dict:
-    out: dict = {}
-    target = data.get("target_image")
-    if target is not None:
-        text = c.string("target_image", target)
-        c.no_meta("target_image", text)
-        if not DIGEST_REF.fullmatch(text) or not IMAGE_REF.fullmatch(text):
-            c.fail("target_image", text, "must be pinned by digest: 'repo@sha256:<64 hex>'")
-        out["target_image"] = text
-    action = data.get("rollout_action")
-    if action is not None and action not in ROLLOUT_ACTIONS:
-        c.fail("rollout_action", action, f"must be one of {', '.join(ROLLOUT_ACTIONS)}")
-    out["rollout_action"] = action
-    results = data.get("rollout_results_dir")
-    out["rollout_results_dir"] = (
-        None if results is None else c.abs_path("rollout_results_dir", results)
-    )
-    return out
 
 
 # --------------------------------------------------------------------------- per host

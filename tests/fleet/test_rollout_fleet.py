@@ -8,8 +8,10 @@ core stage. gpu-1 is the canary; batch size 2: [gpu-1], [gpu-2, gpu-3], [gpu-4, 
 
 Release B (for halt, re-run, rollback) is release A plus one label, built and pushed
 by the test on build-1 so the module builds the real image only once. Faults are
-real: an iptables REJECT of the service port on a node makes its health check fail.
-The tests run in order and share the fleet's state.
+real: an iptables REJECT of the service port on a node makes its health check fail
+(those runs pass --data rollout_auto_rollback=False: the halt itself is under test);
+release C (A whose command never opens the port) fails the canary for the automatic
+rollback. The tests run in order and share the fleet's state.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NODES = [f"gpu-{i}" for i in range(1, 6)]
 REPO_PATH = "sagefleet/comfyui-docker/complete-cuda"
 PORT = 8188
+NO_AUTO_ROLLBACK = ("--data", "rollout_auto_rollback=False")
 
 
 # --------------------------------------------------------------------------- registry
@@ -221,11 +224,14 @@ def rollout(env, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 
 def running(env, node: str) -> dict | None:
-    res = env["fleet"].exec(
-        node,
-        'docker inspect -f \'{"image": {{json .Config.Image}}, "id": {{json .Id}}}\' comfyui',
-        check=False,
-    )
+    for _ in range(3):  # docker exec now and then loses a short command's output
+        res = env["fleet"].exec(
+            node,
+            'docker inspect -f \'{"image": {{json .Config.Image}}, "id": {{json .Id}}}\' comfyui',
+            check=False,
+        )
+        if res.exit_code != 0 or res.output.strip():
+            break
     return json.loads(res.output) if res.exit_code == 0 else None
 
 
@@ -238,12 +244,13 @@ def fault(env, node: str, on: bool) -> None:
     env["fleet"].exec(node, f"iptables {op} INPUT -p tcp --dport {PORT} -j REJECT")
 
 
-def make_release_b(env) -> str:
-    """Release B: release A plus one label, pushed from build-1 (no second real build)."""
+def make_release_b(env, name: str = "b", extra: str = "") -> str:
+    """Release B: release A plus one label, pushed from build-1 (no second real build).
+    extra: more Dockerfile lines (release C: a command that never opens the port)."""
     fleet, reg, a = env["fleet"], env["registry"], env["state"]["A"]
     auth = base64.b64encode(f"{reg['user']}:{reg['password']}".encode()).decode()
     config = json.dumps({"auths": {reg["host"]: {"auth": auth}}})
-    tag = f"{env['repo']}:release-b"
+    tag = f"{env['repo']}:release-{name}"
     # The login goes in as a file (put_archive), never through a command line.
     fleet.exec("build-1", "mkdir -p /root/b/cfg && chmod 700 /root/b/cfg")
     fleet._container("build-1").put_archive(
@@ -251,7 +258,7 @@ def make_release_b(env) -> str:
     )
     fleet.exec(
         "build-1",
-        f"printf 'FROM {a}\\nLABEL org.sagefleet.test.release=b\\n' > /root/b/Dockerfile && "
+        f"printf 'FROM {a}\\nLABEL org.sagefleet.test.release={name}\\n{extra}' > /root/b/Dockerfile && "
         f"docker build -q -t {tag} /root/b >/dev/null && DOCKER_CONFIG=/root/b/cfg docker push -q {tag} >/dev/null",
     )
     digests = fleet.exec(
@@ -320,7 +327,7 @@ def test_failing_canary_halts_with_later_nodes_untouched(env):
     a, b = env["state"]["A"], env["state"]["B"]
     fault(env, "gpu-1", True)
     try:
-        proc = rollout(env, "--image", b)
+        proc = rollout(env, "--image", b, *NO_AUTO_ROLLBACK)
     finally:
         fault(env, "gpu-1", False)
     assert proc.returncode == 1, proc.output
@@ -335,7 +342,7 @@ def test_failing_node_in_batch_2_stops_batch_3_and_rerun_continues(env):
     a, b = env["state"]["A"], env["state"]["B"]
     fault(env, "gpu-3", True)
     try:
-        proc = rollout(env, "--image", b)
+        proc = rollout(env, "--image", b, *NO_AUTO_ROLLBACK)
     finally:
         fault(env, "gpu-3", False)
     assert proc.returncode == 1, proc.output
@@ -367,3 +374,22 @@ def test_rollback_a_node_and_a_group(env):
         assert "stand-in" in out
     print(f"[rollout timings] setup {env['setup_s']:.1f}s, first rollout {env['state']['first_s']:.1f}s, "
           f"second (no change) {env['state']['second_s']:.1f}s")  # fmt: skip
+
+
+def test_failing_canary_is_rolled_back_automatically(env):
+    """Release C never opens the port: the canary fails its health check and goes
+    back to the digest it ran before; no other node is touched."""
+    before = images(env)
+    ids = {n: running(env, n)["id"] for n in NODES[1:]}
+    c = make_release_b(env, "c", 'CMD ["sleep", "infinity"]\\n')
+    proc = rollout(env, "--image", c)
+    assert proc.returncode == 1, proc.output
+    s = proc.summary
+    assert list(s["failed"]) == ["gpu-1"] and "HTTP port did not answer" in s["failed"]["gpu-1"]
+    assert s["auto_rollback"] and s["rolled_back"] == {"gpu-1": before["gpu-1"]}
+    assert not s["rollback_failed"] and not s["moved"] and s["untouched"] == NODES[1:]
+    assert f"rolled back gpu-1: back on {before['gpu-1']}" in proc.stdout
+    assert images(env) == before
+    assert {n: running(env, n)["id"] for n in NODES[1:]} == ids
+    out = env["fleet"].exec("gpu-1", f"curl -fsS http://127.0.0.1:{PORT}/system_stats").output
+    assert "stand-in" in out

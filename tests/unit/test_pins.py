@@ -642,7 +642,9 @@ def test_rollout_keys_of_all_py():
         ("/opt/comfyui/models", "/app/ComfyUI/models"),
         ("/opt/comfyui/output", "/app/ComfyUI/output"),
     )
-    assert pins.target_image is None and pins.rollout_action is None
+    assert pins.service.rollout_auto_rollback is True
+    # Per-run parameters are arguments of the rollout, never data.
+    assert not {"target_image", "rollout_action", "rollout_results_dir"} & set(load("all.py"))
 
 
 def test_gpu_access_and_service_network():
@@ -660,18 +662,17 @@ def test_rollout_keys_are_optional_with_defaults():
 
 
 def test_rollout_values_from_data():
-    pins = validate(merged({"target_image": DIGEST, "rollout_action": "rollback",
-                            "rollout_results_dir": "/tmp/r", "service_cli_args": ["--lowvram"]}))  # fmt: skip
-    assert pins.target_image == DIGEST and pins.rollout_action == "rollback"
+    pins = validate(merged({"rollout_auto_rollback": False, "service_cli_args": ["--lowvram"]}))
+    assert pins.service.rollout_auto_rollback is False
     assert pins.service.service_cli_args == ("--lowvram",)
 
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"target_image": DIGEST.split("@")[0] + ":latest"}, "must be pinned by digest"),
-        ({"target_image": DIGEST + ";id"}, META),
-        ({"rollout_action": "yolo"}, "must be one of publish, deploy, rollback, preview"),
+        ({"target_image": DIGEST}, "unknown key"),
+        ({"rollout_results_dir": "/tmp/r"}, "unknown key"),
+        ({"rollout_auto_rollback": "yes"}, "must be True or False"),
         ({"rollout_batch_size": 0}, "must be a whole number >= 1"),
         ({"rollout_batch_size": True}, "must be a whole number >= 1"),
         ({"service_port": 70000}, "must be a TCP port number"),

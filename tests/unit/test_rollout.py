@@ -1,4 +1,4 @@
-"""Rollout: pure planning, summary, failure reasons, restart decision, facts' parsers,
+"""Rollout: pure planning, summary, rollback, restart decision, facts' parsers,
 command builders (quoted; no credential on a command line)."""
 
 from __future__ import annotations
@@ -14,18 +14,20 @@ from sagefleet.facts.service import ServiceHealth, ServiceState
 from sagefleet.facts.util import MARKER
 from sagefleet.operations import service as service_ops
 from sagefleet.rollout import (
+    NodeResult,
     Summary,
     apply_batch,
-    failure_reasons,
+    apply_rollback,
     format_preview,
     format_summary,
     plan_batches,
-    select,
+    rollback_targets,
 )
 
 A = "reg:5000/s/complete-cuda@sha256:" + "a" * 64
 B = "reg:5000/s/complete-cuda@sha256:" + "b" * 64
 NODES = ["gpu-1", "gpu-2", "gpu-3", "gpu-4", "gpu-5"]
+UNCHANGED = NodeResult("unchanged", image=B, before=B)
 
 
 def test_canary_first_then_batches_of_size():
@@ -37,23 +39,15 @@ def test_canary_first_then_batches_of_size():
         plan_batches(NODES, [], 0)
 
 
-def test_select_by_host_or_group():
-    groups = {"gpu_nodes": NODES, "blackwell": ["gpu-4", "gpu-2"]}
-    assert select(groups, []) == NODES
-    assert select(groups, ["blackwell", "gpu-5"]) == ["gpu-2", "gpu-4", "gpu-5"]
-    with pytest.raises(ValueError, match="gpu-9"):
-        select(groups, ["gpu-9"])
-
-
 def test_failing_batch_halts_and_lists_untouched():
     batches = plan_batches(NODES, ["gpu-1"], 2)
     s = Summary("deploy", B, batches)
-    assert apply_batch(s, 0, batches[0], {"gpu-1": {"status": "unchanged"}}, 0, {})
+    assert apply_batch(s, 0, batches[0], {"gpu-1": UNCHANGED})
     results = {
-        "gpu-2": {"status": "moved", "after": B},
-        "gpu-3": {"status": "failed", "reason": "HTTP port did not answer"},
+        "gpu-2": NodeResult("moved", image=B, before=A, replaced=True),
+        "gpu-3": NodeResult("failed", reason="HTTP port did not answer", before=A, replaced=True),
     }
-    assert not apply_batch(s, 1, batches[1], results, 1, {})
+    assert not apply_batch(s, 1, batches[1], results)
     assert s.moved == {"gpu-2": B} and s.unchanged == ["gpu-1"]
     assert s.failed == {"gpu-3": "HTTP port did not answer"}
     assert s.untouched == ["gpu-4", "gpu-5"] and s.halted_at == 1 and not s.ok
@@ -62,31 +56,65 @@ def test_failing_batch_halts_and_lists_untouched():
     assert "untouched  gpu-5" in text and "halted at batch 2 of 3" in text
 
 
-def test_no_result_file_takes_the_reason_from_output():
-    s = Summary("deploy", B, [["gpu-1"], ["gpu-2"]])
-    out = "    [gpu-1]   sagefleet: verification failed for image sha256:1: sageattention 1.0.6 != 2.2.0\n"
-    reasons = failure_reasons(out, ["gpu-1"])
-    assert not apply_batch(s, 0, ["gpu-1"], {}, 1, reasons)
-    assert s.failed == {
-        "gpu-1": "verification failed for image sha256:1: sageattention 1.0.6 != 2.2.0"
+def test_a_node_without_result_fails_the_batch():
+    s = Summary("deploy", B, [["gpu-1", "gpu-2"], ["gpu-3"]])
+    assert not apply_batch(s, 0, ["gpu-1", "gpu-2"], {"gpu-1": UNCHANGED})
+    assert s.failed == {"gpu-2": "no result from pyinfra"} and s.untouched == ["gpu-3"]
+    assert s.unchanged == ["gpu-1"]
+
+
+def test_last_batch_ok_means_ok():
+    s = Summary("deploy", B, [["gpu-1"]])
+    assert apply_batch(s, 0, ["gpu-1"], {"gpu-1": NodeResult("restarted", image=B, before=B)})
+    assert s.ok and s.moved == {"gpu-1": B} and s.halted_at is None
+
+
+def test_unknown_status_is_refused():
+    with pytest.raises(ValueError, match="status"):
+        NodeResult("published")
+
+
+def test_rollback_targets_only_replaced_nodes_with_a_previous_digest():
+    results = {
+        "gpu-2": NodeResult("moved", image=B, before=A, replaced=True),
+        "gpu-3": NodeResult("failed", image=B, reason="x", before=A, replaced=True),
+        # failed before its container was touched (pull, gate): still runs A
+        "gpu-4": NodeResult("failed", image=B, reason="pull", before=A, replaced=False),
+        # had no service before: nothing to go back to
+        "gpu-5": NodeResult("failed", image=B, reason="x", before=None, replaced=True),
+        "gpu-6": NodeResult("unchanged", image=B, before=B),
     }
-    assert s.untouched == ["gpu-2"]
+    batch = ["gpu-2", "gpu-3", "gpu-4", "gpu-5", "gpu-6", "gpu-7"]
+    assert rollback_targets(batch, results) == {"gpu-2": A, "gpu-3": A}
 
 
-def test_nonzero_exit_without_known_failure_still_halts():
-    s = Summary("deploy", B, [["gpu-1"], ["gpu-2"]])
-    assert not apply_batch(s, 0, ["gpu-1"], {"gpu-1": {"status": "unchanged"}}, 1, {})
-    assert s.failed == {"gpu-1": "pyinfra exited 1"} and s.untouched == ["gpu-2"]
-
-
-def test_failure_reasons_ignores_other_hosts_and_ansi():
-    out = (
-        "\x1b[31m    [gpu-2]   docker: Error response from daemon: x509: unknown authority\x1b[0m\n"
-        "    [gpu-3]   Success\n"
+def test_rollback_shows_in_summary_and_json():
+    batches = [["gpu-1"], ["gpu-2", "gpu-3"]]
+    s = Summary("deploy", B, batches, auto_rollback=True)
+    assert apply_batch(s, 0, ["gpu-1"], {"gpu-1": NodeResult("moved", image=B, before=A)})
+    failed = {
+        "gpu-2": NodeResult("moved", image=B, before=A, replaced=True),
+        "gpu-3": NodeResult("failed", image=B, reason="HTTP port did not answer", before=A,
+                            replaced=True),
+    }  # fmt: skip
+    assert not apply_batch(s, 1, batches[1], failed)
+    apply_rollback(
+        s,
+        {
+            "gpu-2": NodeResult("moved", image=A, before=B, replaced=True),
+            "gpu-3": NodeResult("failed", reason="pull: unauthorized", before=B),
+        },
     )
-    assert failure_reasons(out, ["gpu-2", "gpu-3"]) == {
-        "gpu-2": "docker: Error response from daemon: x509: unknown authority"
-    }
+    # gpu-2 is back on A, so no longer "moved"; gpu-1 (canary, passed) stays on B.
+    assert s.moved == {"gpu-1": B} and s.rolled_back == {"gpu-2": A}
+    assert s.rollback_failed == {"gpu-3": "pull: unauthorized"}
+    assert s.failed == {"gpu-3": "HTTP port did not answer"} and not s.ok
+    doc = s.to_json()
+    assert doc["auto_rollback"] and doc["rolled_back"] == {"gpu-2": A}
+    text = format_summary(s)
+    assert f"rolled back gpu-2: back on {A}" in text
+    assert "ROLLBACK FAILED gpu-3: pull: unauthorized" in text
+    assert "automatic rollback of that batch" in text
 
 
 def test_preview_lines():
@@ -226,7 +254,7 @@ def test_service_health_reads_once_and_the_wait_is_an_operation():
     assert "grep -ci 'using pytorch attention instead'" in cmd and "127.0.0.1:8188" in cmd
     assert "sleep" not in cmd and "until" not in cmd  # a fact never waits
     wait = commands.await_service("comfyui", 8188, 5, 2, "/var/lib/sagefleet")
-    assert "until curl" in wait and "sleep 2.0" in wait
+    assert "until curl" in wait and "left=$(( 2 - " in wait and 'sleep "$left"' in wait
     assert "/var/lib/sagefleet/health-restarts" in wait
 
 
