@@ -91,7 +91,15 @@ def test_gpu_e2e_with_a_standin_gpu(tmp_path):
     docker0 = subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode
     try:
         proc = subprocess.run(
-            [str(SCRIPT), "--bundle", str(bundle), "--out", str(tmp_path / "out")],
+            [
+                str(SCRIPT),
+                "--bundle",
+                str(bundle),
+                "--out",
+                str(tmp_path / "out"),
+                "--workload-seq-lens",
+                "32768,16384",
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -103,6 +111,16 @@ def test_gpu_e2e_with_a_standin_gpu(tmp_path):
         key = "sageattention-1.0.6-1-cp311-cp311-linux_x86_64"
         run1 = json.loads((log / f"rollout-{key}-run1.json").read_text())
         run2 = json.loads((log / f"rollout-{key}-run2.json").read_text())
+        # --workload-seq-lens became the node's pin (validated by the rollout's pin check).
+        fleet = (log / f"fleet-{key}.toml").read_text()
+        assert "\nprobe_workload_seq_lens = [32768, 16384]\n" in fleet, fleet
+        # ... and reached the probe in the container, sorted by the pin check.
+        (probe,) = [
+            json.loads(p.read_text())
+            for p in log.glob("*.json")
+            if re.fullmatch(r"[0-9a-f]{64}\.json", p.name)
+        ]
+        assert probe["thresholds"]["workload_seq_lens"] == [16384, 32768], probe["thresholds"]
         assert run1["ok"] and list(run1["moved"]) == ["@local"], run1
         assert run2["ok"] and run2["unchanged"] == ["@local"] and not run2["moved"], run2
         text = (log / f"rollout-{key}-run1.log").read_text()
