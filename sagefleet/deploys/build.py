@@ -166,7 +166,7 @@ def probe_and_gate(
     and gate the stored result against the pins: build hosts and GPU nodes alike
     (a GPU node whose engine can give no GPU to a container is refused)."""
     if create_dir:
-        file_ops.directory(name="State directory", path=work_dir, mode="755")
+        file_ops.directory(name="State directory", path=work_dir, mode="755", snapshot=snapshot)
     file_ops.put(
         name="Probe script",
         src=str(PROBE_SCRIPT),

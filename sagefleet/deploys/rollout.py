@@ -22,15 +22,15 @@ from pyinfra.operations import files
 
 from ..commands import docker_config_json, registry_of
 from ..facts.build import PublishedImage
-from ..facts.gpu import EngineGpuAccess
-from ..facts.service import ImagePresent, ServiceState
-from ..facts.verify import ProbeResult
+from ..facts.service import NodeState, ServiceState
 from ..gpu_access import choose
 from ..inputs import build_inputs
 from ..operations import build as build_ops
 from ..operations import service as service_ops
-from ..pins import host_pins
-from .build import bake_args, build_image, probe_and_gate
+from ..operations import snapshot as file_ops
+from ..operations.snapshot import Snapshot
+from ..pins import Pins, host_pins
+from .build import bake_args, build_image, probe_and_gate, probe_path
 
 REGISTRY_USER_ENV = "SAGEFLEET_REGISTRY_USER"
 REGISTRY_PASSWORD_ENV = "SAGEFLEET_REGISTRY_PASSWORD"
@@ -59,22 +59,48 @@ def registry_config(pins, registry: str, environ=None) -> bytes | None:
     return docker_config_json(registry, user, password)
 
 
-def registry_login(pins, registry: str) -> str | None:
+def login_dir(pins) -> str:
+    return f"{pins.service.state_dir}/registry"
+
+
+def registry_login(pins, registry: str, snapshot: Snapshot | None = None) -> str | None:
     """Upload the registry login as <state_dir>/registry/config.json (dir 700, file
     600) and return that DOCKER_CONFIG directory; None when no login is configured.
-    The secret travels by SFTP, never on a command line or in pyinfra's output."""
+    The secret travels by SFTP, never on a command line or in pyinfra's output.
+    snapshot: a GPU node's ``NodeState`` (the directory's mode, the file's sha1 and mode)."""
     config = registry_config(pins, registry)
     if config is None:
         return None
-    config_dir = f"{pins.service.state_dir}/registry"
-    files.directory(name="Registry login directory", path=config_dir, mode="700")
-    files.put(
+    config_dir = login_dir(pins)
+    if snapshot is None:
+        files.directory(name="Registry login directory", path=config_dir, mode="700")
+    else:
+        file_ops.directory(
+            name="Registry login directory", path=config_dir, mode="700", snapshot=snapshot
+        )
+    file_ops.put(
         name=f"Registry login for {registry}",
         src=BytesIO(config),
         dest=f"{config_dir}/config.json",
         mode="600",
+        snapshot=snapshot,
     )
     return config_dir
+
+
+def node_state(pins: Pins, image: str) -> dict:
+    """The ``NodeState`` of a GPU node for this image: one round trip, the snapshot
+    every operation of ``rollout_node`` decides from."""
+    state_dir = pins.service.state_dir
+    return host.get_fact(
+        NodeState,
+        container=pins.service.service_name,
+        state_dir=state_dir,
+        image_ref=image,
+        results_dir=f"{state_dir}/probe",
+        dirs=[state_dir, login_dir(pins)],
+        files=[probe_path(state_dir), f"{login_dir(pins)}/config.json"],
+    )
 
 
 def _service_kwargs(pins, image: str) -> dict:
@@ -119,26 +145,36 @@ def rollout_node(
     + rollback: run the digest recorded in ``<state_dir>/previous-image`` instead
     + health_if: pyinfra's ``_if`` for the wait and the health check alone (the
       other steps take the deploy's own ``_if``, if given)
+
+    ``NodeState`` is read once (one round trip; a rollback reads ``ServiceState`` first
+    for its target); each operation decides from it until one of them changes the
+    node, then the later ones read their own facts.
     """
     pins = host_pins(host)
-    svc = host.get_fact(
-        ServiceState, container=pins.service.service_name, state_dir=pins.service.state_dir
-    )
-    before = (svc["container"] or {}).get("image")
     if rollback:
+        svc = host.get_fact(
+            ServiceState, container=pins.service.service_name, state_dir=pins.service.state_dir
+        )
         image = svc["previous"]
         if not image:
             raise RolloutError("no previous digest recorded on this node")
     if not image:
         raise RolloutError("no target image (repo@sha256:...)")
-    docker_config = registry_login(pins, registry_of(image))
+    snapshot = Snapshot(node_state(pins, image))
+    before = (snapshot.get()["service"]["container"] or {}).get("image")
+    docker_config = registry_login(pins, registry_of(image), snapshot)
     service_ops.pull(
-        name=f"Pull {image.split('@')[-1][:19]}", image=image, docker_config=docker_config
+        name=f"Pull {image.split('@')[-1][:19]}",
+        image=image,
+        docker_config=docker_config,
+        snapshot=snapshot,
     )
     if pins.service.verify_on_nodes:
-        probe_and_gate(pins, pins.service.state_dir, image, gpu_node=True)
+        probe_and_gate(pins, pins.service.state_dir, image, gpu_node=True, snapshot=snapshot)
     service = service_ops.service(
-        name=f"Service {pins.service.service_name}", **_service_kwargs(pins, image)
+        name=f"Service {pins.service.service_name}",
+        snapshot=snapshot,
+        **_service_kwargs(pins, image),
     )
     check = {"_if": health_if} if health_if else {}
     service_ops.await_service(
@@ -162,24 +198,26 @@ def rollout_node(
 def preview_node(image: str | None = None, rollback: bool = False) -> dict:
     """Facts only (nothing changes): current -> target and whether it would restart."""
     pins = host_pins(host)
-    svc = host.get_fact(
-        ServiceState, container=pins.service.service_name, state_dir=pins.service.state_dir
-    )
-    current = (svc["container"] or {}).get("image")
+    svc = None
+    if rollback or not image:
+        svc = host.get_fact(
+            ServiceState, container=pins.service.service_name, state_dir=pins.service.state_dir
+        )
     if rollback:
         image = svc["previous"]
+    doc = node_state(pins, image) if image else None
+    svc = doc["service"] if doc else svc
+    current = (svc["container"] or {}).get("image")
     record = {"current": current, "target": image}
     if not image:
         return {**record, "restart": False, "reason": "no target (no previous digest recorded)"}
     use_sage = False
-    if pins.service.verify_on_nodes and host.get_fact(ImagePresent, image_ref=image):
+    if pins.service.verify_on_nodes and doc["image"]:
         use_sage = service_ops.use_sage_attention(
-            host.get_fact(
-                ProbeResult, image_ref=image, results_dir=f"{pins.service.state_dir}/probe"
-            )
+            {"image_id": doc["image"]["id"], "result": doc["probe"]}
         )
     kw = _service_kwargs(pins, image)
-    access = choose(host.get_fact(EngineGpuAccess), kw["gpu_access"], gpu_node=True)
+    access = choose(doc["gpu"], kw["gpu_access"], gpu_node=True)
     _, settings = service_ops.desired_service(
         kw["container"],
         image,

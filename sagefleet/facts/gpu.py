@@ -69,24 +69,30 @@ class EngineGpuAccess(FactBase):
         return "docker"
 
     def command(self) -> str:
-        dirs = "docker info --format '{{range .CDISpecDirs}}{{println .}}{{end}}' 2>/dev/null"
-        specs = (
-            f'{dirs} | while IFS= read -r d; do for f in "$d"/*.yaml "$d"/*.yml "$d"/*.json; do '
-            f'[ -f "$f" ] || continue; printf \'%s%s\\n\' {q(MARKER + _SPEC)} "$f"; '
-            f'head -c {_SPEC_LIMIT} "$f"; echo; done; done'
-        )
-        return sectioned(
-            {"info": "docker info --format '{{json .}}' 2>/dev/null || true", "specs": specs}
-        )
+        return sectioned({"info": DOCKER_INFO, "specs": CDI_SPECS})
 
     def default(self) -> dict[str, Any]:
         return engine_gpu(None, [])
 
     def process(self, output: list[str]) -> dict[str, Any]:
         parts = sections(output)
-        specs = [
-            (name[len(_SPEC) :], "\n".join(lines))
-            for name, lines in parts.items()
-            if name.startswith(_SPEC)
-        ]
-        return engine_gpu(json_doc(parts.get("info")), specs)
+        return engine_gpu(json_doc(parts.get("info")), cdi_specs(parts))
+
+
+# The parts of EngineGpuAccess's command, also read by NodeState (facts/service.py).
+DOCKER_INFO = "docker info --format '{{json .}}' 2>/dev/null || true"
+_DIRS = "docker info --format '{{range .CDISpecDirs}}{{println .}}{{end}}' 2>/dev/null"
+CDI_SPECS = (
+    f'{_DIRS} | while IFS= read -r d; do for f in "$d"/*.yaml "$d"/*.yml "$d"/*.json; do '
+    f'[ -f "$f" ] || continue; printf \'%s%s\\n\' {q(MARKER + _SPEC)} "$f"; '
+    f'head -c {_SPEC_LIMIT} "$f"; echo; done; done'
+)
+
+
+def cdi_specs(parts: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(path, text) of each CDI spec file CDI_SPECS printed, from the sectioned output."""
+    return [
+        (name[len(_SPEC) :], "\n".join(lines))
+        for name, lines in parts.items()
+        if name.startswith(_SPEC)
+    ]

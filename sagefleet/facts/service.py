@@ -7,6 +7,9 @@ from typing import Any
 from pyinfra.api import FactBase
 
 from ..commands import HEALTH_FALLBACK_LINE, health_restarts_path, q
+from ..gpu_access import engine_gpu
+from .build import _path_value
+from .gpu import CDI_SPECS, DOCKER_INFO, cdi_specs
 from .util import json_doc, sectioned, sections, text
 
 
@@ -126,3 +129,76 @@ class ImagePresent(FactBase):
 
     def process(self, output: list[str]) -> str | None:
         return text(output)
+
+
+class NodeState(FactBase):
+    """
+    Everything a no-change run of ``rollout_node`` compares on a GPU node, in one round trip.
+
+    Returns ``{"dirs": {path: mode}, "files": {path: {"sha1", "mode"}}, "service":
+    ServiceState's document, "gpu": EngineGpuAccess's document, "image": None | {"id"},
+    "probe": dict | None}``: the octal mode of each directory that exists, sha1 and mode
+    of each file that exists, the service container and the digest it ran before, what
+    the engine offers to hand GPUs to a container, the local ID of ``image_ref`` (None:
+    not pulled) and the probe result stored in ``results_dir`` for exactly that ID.
+    """
+
+    def requires_command(self, **kwargs: Any) -> str:
+        return "docker"
+
+    def command(
+        self,
+        container: str,
+        state_dir: str,
+        image_ref: str,
+        results_dir: str,
+        dirs: list[str],
+        files: list[str],
+    ) -> str:
+        dir_paths = " ".join(q(d) for d in dirs) or "''"
+        paths = " ".join(q(f) for f in files) or "''"
+        return sectioned(
+            {
+                "dirs": f"stat -c '%a %n' -- {dir_paths} 2>/dev/null || true",
+                "sha1": f"sha1sum -- {paths} 2>/dev/null || true",
+                "mode": f"stat -c '%a %n' -- {paths} 2>/dev/null || true",
+                "info": DOCKER_INFO,
+                "specs": CDI_SPECS,
+                "container": _inspect(container),
+                "previous": f"cat {q(state_dir + '/previous-image')} 2>/dev/null || true",
+                "image": (
+                    f"img=$(docker image inspect --format '{{{{.Id}}}}' {q(image_ref)} 2>/dev/null)"
+                    " && printf '%s\\n' \"$img\" || img=''"
+                ),
+                # The probe result stored for exactly that ID (the file name is the ID).
+                "probe": (
+                    f'[ -z "$img" ] || cat {q(results_dir)}/"${{img#sha256:}}".json 2>/dev/null'
+                    " || true"
+                ),
+            }
+        )
+
+    def default(self) -> dict[str, Any]:
+        """No docker CLI on the node (pyinfra's requires_command)."""
+        return self.process([])
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        parts = sections(output)
+        sha1 = dict(_path_value(line) for line in parts.get("sha1") or [] if line.strip())
+        mode = dict(_path_value(line) for line in parts.get("mode") or [] if line.strip())
+        info = json_doc(parts.get("info"))
+        runtimes = (info or {}).get("Runtimes")
+        image_id = text(parts.get("image"))
+        return {
+            "dirs": dict(_path_value(line) for line in parts.get("dirs") or [] if line.strip()),
+            "files": {p: {"sha1": sha1[p], "mode": mode.get(p)} for p in sha1},
+            "service": {
+                "docker": runtimes is not None,
+                "nvidia_runtime": "nvidia" in (runtimes or {}),
+                "container": _container(json_doc(parts.get("container"))),
+                "previous": text(parts.get("previous")),
+            },
+            "gpu": engine_gpu(info, cdi_specs(parts)),
+            "image": {"id": image_id} if image_id else None,
+            "probe": json_doc(parts.get("probe")) if image_id else None,
+        }

@@ -15,25 +15,31 @@ from ..facts.service import ImagePresent, ServiceHealth, ServiceState
 from ..facts.verify import ProbeResult
 from ..gpu_access import choose
 from ..pins.service import GPU_ACCESS_MODES
+from .snapshot import Snapshot, found, passthrough
 from .util import require_abs, require_digest_ref, require_name
 
 
 @operation()
-def pull(image: str, docker_config: str | None = None):
+def pull(image: str, docker_config: str | None = None, snapshot: Snapshot | None = None):
     """
     Pull exactly one digest (``repo@sha256:...``) onto a GPU node.
 
     + image: the image pinned by digest; a tag is refused
     + docker_config: directory on the host with the registry login
+    + snapshot: the run's ``NodeState`` of this image (its ``image``); None: read ``ImagePresent``
 
     Idempotence: an image already present under that digest means nothing to do.
     """
     require_digest_ref(image)
-    present = host.get_fact(ImagePresent, image_ref=image)
+    doc = found(snapshot)
+    if doc is None:
+        present = host.get_fact(ImagePresent, image_ref=image)
+    else:
+        present = (doc["image"] or {}).get("id")
     if present:
         host.noop(f"{image.split('@')[1][:19]} already pulled (image {present[:19]})")
         return
-    yield commands.pull(image, docker_config)
+    yield from passthrough(snapshot, iter([commands.pull(image, docker_config)]))
 
 
 def service_settings(run_argv: Sequence[str]) -> str:
@@ -82,6 +88,13 @@ def desired_service(
     ), settings
 
 
+def _stored_probe(doc: dict | None, image: str, probe_dir: str) -> dict:
+    """The stored probe of image: from a NodeState document while it holds, else the fact."""
+    if doc is None:
+        return host.get_fact(ProbeResult, image_ref=image, results_dir=probe_dir)
+    return {"image_id": (doc["image"] or {}).get("id"), "result": doc["probe"]}
+
+
 @operation()
 def service(
     container: str,
@@ -94,6 +107,7 @@ def service(
     probe_dir: str | None = None,
     gpu_access: str = "auto",
     network: str | None = None,
+    snapshot: Snapshot | None = None,
 ):
     """
     Run the ComfyUI container from exactly ``image`` (repo@sha256:...).
@@ -112,6 +126,9 @@ def service(
       engine can give no GPU fails with what to install (unless pinned ``none``)
     + network: None: the default bridge with ``-p port:port``; a network name
       (e.g. ``host``): ``--network NAME`` and no published port
+    + snapshot: the run's ``NodeState`` of this image, read with this container,
+      state_dir and probe_dir; while it holds, its ``service``, ``gpu`` and ``probe``
+      stand for the ``ServiceState``, ``EngineGpuAccess`` and ``ProbeResult`` facts
 
     Idempotence: the running container's image reference and its
     ``org.sagefleet.settings`` label (hash of the whole ``docker run`` line, GPU
@@ -128,20 +145,23 @@ def service(
     for src, dst in volumes:
         require_abs("volume host path", src)
         require_abs("volume container path", dst)
-    svc = host.get_fact(ServiceState, container=container, state_dir=state_dir)
+    doc = found(snapshot)
+    if doc is None:
+        svc = host.get_fact(ServiceState, container=container, state_dir=state_dir)
+    else:
+        svc = doc["service"]
     if not svc["docker"]:
         yield commands.fail("the Docker engine is not reachable on this GPU node: start dockerd")
         return
-    access = choose(host.get_fact(EngineGpuAccess), gpu_access, gpu_node=True)
+    engine = host.get_fact(EngineGpuAccess) if doc is None else doc["gpu"]
+    access = choose(engine, gpu_access, gpu_node=True)
     if access.problem:
         logger.warning(f"{host.print_prefix}{access.problem}")
         yield commands.fail(access.problem)
         return
     use_sage = False
     if probe_dir:
-        use_sage = use_sage_attention(
-            host.get_fact(ProbeResult, image_ref=image, results_dir=probe_dir)
-        )
+        use_sage = use_sage_attention(_stored_probe(doc, image, probe_dir))
     argv, settings = desired_service(
         container, image, port, restart, volumes, cli_args, access.flags, use_sage, network
     )
@@ -150,7 +170,9 @@ def service(
         host.noop(f"{container} already runs {image.split('@')[1][:19]} with these settings")
         return
     logger.info(f"{host.print_prefix}(re)start {container}: {reason}")
-    yield commands.start_service(container, image, argv, volumes, state_dir)
+    yield from passthrough(
+        snapshot, iter([commands.start_service(container, image, argv, volumes, state_dir)])
+    )
 
 
 @operation()

@@ -14,7 +14,7 @@ import functools
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pyinfra import host
 from pyinfra.api import operation
@@ -71,19 +71,35 @@ def _in_place(snapshot: Snapshot | None, dest: str, sha1: str, mode: str) -> boo
     return doc is not None and doc["files"].get(dest) == {"sha1": sha1, "mode": mode}
 
 
+def _dir_mode(doc: dict[str, Any], path: str) -> str | None:
+    """The mode of path in a snapshot: NodeState lists directories by path; BuildState
+    has the one (the build directory)."""
+    if "dirs" in doc:
+        return doc["dirs"].get(path)
+    return doc["build_dir_mode"]
+
+
+def _local_sha1(src: str | IO[bytes]) -> str:
+    """sha1 of what ``files.put`` would upload: a local file, or the bytes of a file object."""
+    if isinstance(src, str):
+        return sha1_file(src)
+    return hashlib.sha1(src.getvalue()).hexdigest()
+
+
 @operation()
 def directory(path: str, mode: str, snapshot: Snapshot | None = None):
     """
     A directory with this mode (``files.directory``), decided from the snapshot.
 
     + path, mode: as for ``files.directory``
-    + snapshot: the run's ``BuildState`` (its ``build_dir_mode`` describes ``path``)
+    + snapshot: the run's ``BuildState`` (its ``build_dir_mode`` describes ``path``) or
+      ``NodeState`` (its ``dirs``)
 
     Idempotence: the snapshot's mode equal to ``mode`` means nothing to do; without a
     (still valid) snapshot, ``files.directory`` decides from its own facts.
     """
     doc = found(snapshot)
-    if doc is not None and doc["build_dir_mode"] == mode:
+    if doc is not None and _dir_mode(doc, path) == mode:
         host.noop(f"directory {path} is in place (mode {mode})")
         return
     yield from passthrough(snapshot, files.directory._inner(path=path, mode=mode))
@@ -127,7 +143,7 @@ def template(
 
 @operation()
 def put(
-    src: str,
+    src: str | IO[bytes],
     dest: str,
     mode: str,
     snapshot: Snapshot | None = None,
@@ -136,13 +152,13 @@ def put(
     """
     A local file uploaded (``files.put``), decided from the snapshot.
 
-    + src, dest, mode, create_remote_dir: as for ``files.put``
-    + snapshot: the run's ``BuildState`` (sha1 and mode of ``dest``)
+    + src, dest, mode, create_remote_dir: as for ``files.put`` (a path or a ``BytesIO``)
+    + snapshot: the run's ``BuildState`` or ``NodeState`` (sha1 and mode of ``dest``)
 
     Idempotence: the local file's sha1 and the mode equal to the snapshot's mean
     nothing to do; else ``files.put`` decides from its own facts.
     """
-    if _in_place(snapshot, dest, sha1_file(src), mode):
+    if _in_place(snapshot, dest, _local_sha1(src), mode):
         host.noop(f"{dest} is up to date")
         return
     yield from passthrough(
