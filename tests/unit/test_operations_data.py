@@ -2,7 +2,7 @@
 
 A case: {"args": {...}, "facts": {Fact: {"k=v": value}}, "commands": [...], "noops": [...]}
 or {"args": ..., "facts": ..., "exception": {"name": ..., "message": ...}}. An argument
-{"bytes": "text"} is passed as b"text", {"snapshot": BuildState document} as a Snapshot. "xfail": "why" marks a known bug (strict).
+{"bytes": "text"} is passed as b"text", {"snapshot": BuildState or NodeState document} as a Snapshot. "xfail": "why" marks a known bug (strict).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _arg(value):
 
 
 def test_every_operation_has_cases():
-    assert {p.parent.name for p in CASES} == {"build_context", "image", "probe", "service"}
+    assert {p.parent.name for p in CASES} == {"build_context", "image", "probe", "pull", "service"}
     assert len(CASES) >= 25
 
 
