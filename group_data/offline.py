@@ -4,11 +4,12 @@
 # local wheelhouse over HTTP (sagefleet.offline builds and serves them).
 # Hosts join this group when SAGEFLEET_OFFLINE=1 (the main job sets it when
 # it cannot reach GitHub) or when a fleet file lists them under "offline".
-import os
+# The wheelhouse URL and the pip CA bundle come from the run's environment: the
+# inventory gives them to this group (sagefleet.offline.offline_group_data); a key
+# set here or in a --group-data offline.py overrides them.
 
 python_version = "3.11"  # bookworm's Python, the local base image's
 sage_wheel_python_tag = "cp311"
-sage_release_base = os.environ.get("SAGEFLEET_WHEELHOUSE_URL", "http://172.17.0.1:8765")
 local_wheelhouse = True
 torch_index_url = "http://172.17.0.1:8765/torch-unused"  # core is a stand-in: no torch
 extra_requirements = ["piexif==1.1.3"]  # one small real package, fetched from PyPI
@@ -17,7 +18,6 @@ base_image = "sagefleet/base:bookworm"
 registry_url = "localhost/sagefleet"
 build_context = ["services", "docker-bake.hcl", "tests/offline"]
 bake_files = ["docker-bake.hcl", "tests/offline/offline.hcl"]
-pip_ca_bundle = os.environ.get("SAGEFLEET_PIP_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
 min_free_disk_gb = 2
 verify_torch = False  # the stand-in core stage carries no torch
 # The offline profile's nodes are containers without a GPU: run the probe and the

@@ -49,11 +49,18 @@ def load_fleet(path: Path | None | str = "") -> dict[str, Any]:
 
 
 def inventory_groups() -> dict[str, Any]:
-    """For inventory.py: the fleet's groups, or exit with the FleetError's message."""
+    """For inventory.py: the fleet's groups, or exit with the FleetError's message.
+    The offline group carries the run's data (``offline_group_data``: wheelhouse URL,
+    pip CA bundle from the environment); group_data files override it."""
+    from .offline import offline_group_data
+
     try:
-        return load_fleet()
+        groups = load_fleet()
     except FleetError as e:
         raise SystemExit(f"sagefleet: {e}") from None
+    if "offline" in groups:
+        groups["offline"] = (groups["offline"], offline_group_data())
+    return groups
 
 
 def _load_file(path: Path) -> dict[str, Any]:

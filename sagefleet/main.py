@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from .fleet import OFFLINE_ENV, fleet_path
-from .offline import group_file
+from .offline import group_file, offline_profile
 from .project import PROJECT_ROOT, PYINFRA_CLI
 
 OFFLINE_BANNER = """\
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         with serve_wheelhouse(Path(tmp), bridge_gateway(), port) as url:
             env["SAGEFLEET_WHEELHOUSE_URL"] = url
             os.environ["SAGEFLEET_WHEELHOUSE_URL"] = url
-            pins = validate({**group_file("all"), **group_file("offline")})
+            pins = validate(offline_profile())
             build_wheelhouse(pins, Path(tmp))
             versions = {w.name: w.version for w in pins.image.wheels}
             print(

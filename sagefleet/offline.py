@@ -15,9 +15,10 @@ import functools
 import hashlib
 import http.server
 import io
+import os
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .pins import Pins, Wheel
@@ -50,6 +51,26 @@ _STANDIN_SOURCES = {
         ),
     },
 }
+
+
+WHEELHOUSE_URL_ENV = "SAGEFLEET_WHEELHOUSE_URL"
+PIP_CA_BUNDLE_ENV = "SAGEFLEET_PIP_CA_BUNDLE"
+
+
+def offline_group_data(environ: Mapping[str, str] | None = None) -> dict:
+    """The offline group's data that depends on the run (group_data holds data only):
+    the stand-in wheelhouse's URL and the CA bundle pip trusts. The inventory attaches
+    it to the offline group, so group_data files (and --group-data) override it."""
+    environ = os.environ if environ is None else environ
+    return {
+        "sage_release_base": environ.get(WHEELHOUSE_URL_ENV, "http://172.17.0.1:8765"),
+        "pip_ca_bundle": environ.get(PIP_CA_BUNDLE_ENV, "/etc/ssl/certs/ca-certificates.crt"),
+    }
+
+
+def offline_profile() -> dict:
+    """The offline profile's data as the inventory merges it: all < the run's < offline.py."""
+    return {**group_file("all"), **offline_group_data(), **group_file("offline")}
 
 
 def group_file(name: str) -> dict:

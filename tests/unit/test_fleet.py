@@ -108,3 +108,51 @@ def test_parse_fleet_errors(doc, message):
     with pytest.raises(FleetError) as info:
         parse_fleet(doc, S)
     assert str(info.value) == message
+
+
+def _offline_host_data(tmp_path, overrides: str | None = None) -> dict:
+    """The offline profile's data of a host as pyinfra's CLI loads the inventory."""
+    from pathlib import Path
+
+    from pyinfra.api import State
+    from pyinfra.context import ctx_state
+    from pyinfra_cli.inventory import make_inventory
+
+    root = Path(__file__).resolve().parents[2]
+    dirs = []
+    if overrides is not None:
+        (tmp_path / "over").mkdir()
+        (tmp_path / "over" / "offline.py").write_text(overrides)
+        dirs.append(str(tmp_path / "over"))
+    state = State()
+    state.cwd = str(root)
+    with ctx_state.use(state):
+        inventory = make_inventory(
+            str(root / "inventory.py"), cwd=str(root), group_data_directories=dirs
+        )
+    data = inventory.get_host("@local").data
+    return {k: data.get(k) for k in ("sage_release_base", "pip_ca_bundle")}
+
+
+def test_offline_run_data_comes_from_the_inventory_not_group_data(tmp_path, monkeypatch):
+    """group_data is data only: the wheelhouse URL and the CA bundle of the run reach
+    the offline group through the inventory (sagefleet.offline.offline_group_data)."""
+    from sagefleet.offline import group_file
+
+    assert "sage_release_base" not in group_file("offline")
+    monkeypatch.setenv("SAGEFLEET_OFFLINE", "1")
+    monkeypatch.setenv("SAGEFLEET_WHEELHOUSE_URL", "http://wheels.test:9")
+    monkeypatch.setenv("SAGEFLEET_PIP_CA_BUNDLE", "/etc/ssl/test-ca.pem")
+    assert _offline_host_data(tmp_path) == {
+        "sage_release_base": "http://wheels.test:9",
+        "pip_ca_bundle": "/etc/ssl/test-ca.pem",
+    }
+
+
+def test_a_group_data_override_wins_over_the_run_data(tmp_path, monkeypatch):
+    """A --group-data offline.py (the security tests' hostile files) overrides it."""
+    monkeypatch.setenv("SAGEFLEET_OFFLINE", "1")
+    monkeypatch.setenv("SAGEFLEET_WHEELHOUSE_URL", "http://wheels.test:9")
+    got = _offline_host_data(tmp_path, "sage_release_base = 'http://other.test:1'\n")
+    assert got["sage_release_base"] == "http://other.test:1"
+    assert got["pip_ca_bundle"] == "/etc/ssl/certs/ca-certificates.crt"

@@ -15,6 +15,7 @@ import jinja2
 import pytest
 
 from sagefleet.inputs import render_requirements
+from sagefleet.offline import offline_group_data
 from sagefleet.pins import validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +43,8 @@ def group_data(name: str) -> dict:
 def render(*groups: str) -> str:
     data: dict = {}
     for name in groups:
+        if name == "offline.py":  # the run's offline data, under offline.py (as the inventory)
+            data.update(offline_group_data())
         data.update(group_data(name))
     return render_requirements(validate(data).image.template_vars())
 
