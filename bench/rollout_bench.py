@@ -221,9 +221,10 @@ def render(res: dict) -> str:
         "each, real registry): publish (build host: no bake, no push) + every node, with the "
         "default pins (canary gpu-1, then batches of rollout_batch_size = 2). This tree: "
         "one State for the publish and one planned State over every node (settled nodes: "
-        "only the health check runs).",
-        f"- `rollout N (old)`: the same command with the code of {res['old']} (one `pyinfra` "
-        "subprocess for the publish and one per batch; results through temp JSON files).",
+        "only the health check runs); each node's operations decide from one `NodeState` "
+        "read.",
+        f"- `rollout N (old)`: the same command with the code of {res['old']} (from a git "
+        "worktree of that commit).",
         f"- Setup (not measured): rollout fleet up {res['rollout_fleet_up_s']} s, converge "
         f"(build, push, pull + probe + start on every node) {res['converge_s']} s.",
         "",
