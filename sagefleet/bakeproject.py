@@ -1,0 +1,119 @@
+"""Ask bake, on the control machine, what a host's bake will build.
+
+`docker buildx bake --print TARGET` runs here, in the local copy of the build
+context, with exactly the host's bake variables (and nothing else from this
+machine's environment). Why here and not on the build host: sagefleet needs the
+answer (the image reference to check, where the requirements go) while it plans,
+before the context is on the host, and before any host is contacted (a fresh
+build host has no context yet; a wrong variable must stop the run before it
+touches anything). The files are the same bytes the host gets (the context
+tarball is made from them), and bake evaluates them without an engine
+(``--print`` needs the docker CLI and the buildx plugin, not a daemon).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .bake import BakeDefinition, BakeError, parse_print, print_argv
+
+_HCL_VARIABLE = re.compile(r'^\s*variable\s+"([A-Za-z_][A-Za-z0-9_]*)"\s*\{', re.M)
+# Environment bake may need to find its plugin and configuration, and nothing else:
+# a variable exported in the operator's shell must not change what a host builds.
+_PASS_ENV = ("PATH", "HOME", "DOCKER_CONFIG", "XDG_RUNTIME_DIR")
+PRINT_TIMEOUT_S = 120
+
+
+def declared_variables(root: Path, bake_files: Sequence[str]) -> set[str] | None:
+    """Variable names the bake files declare; None when a file's format is not one
+    sagefleet reads (compose files): then no name check is possible."""
+    names: set[str] = set()
+    for rel in bake_files:
+        path = root / rel
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise BakeError(f"bake file {rel!r} cannot be read under {root}: {exc}") from None
+        if rel.endswith(".hcl"):
+            names.update(_HCL_VARIABLE.findall(text))
+        elif rel.endswith(".json"):
+            try:
+                doc = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise BakeError(f"bake file {rel!r} is not valid JSON: {exc}") from None
+            names.update((doc.get("variable") or {}) if isinstance(doc, dict) else {})
+        else:
+            return None
+    return names
+
+
+def check_variables(root: Path, bake_files: Sequence[str], variables: Mapping[str, str]) -> None:
+    """Every bake_variables name must be declared by a bake file: bake silently
+    ignores others, so a misspelt name would build with the file's default."""
+    declared = declared_variables(root, bake_files)
+    if declared is None:
+        return
+    unknown = sorted(set(variables) - declared)
+    if unknown:
+        have = ", ".join(sorted(declared)) or "none"
+        raise BakeError(
+            f"bake_variables {', '.join(unknown)}: not declared by {', '.join(bake_files)} "
+            f"(it declares: {have}); bake would ignore {'them' if len(unknown) > 1 else 'it'}"
+        )
+
+
+def resolve(
+    root: Path,
+    bake_files: Sequence[str],
+    target: str,
+    variables: Mapping[str, str],
+    docker: str = "docker",
+) -> BakeDefinition:
+    """bake's resolved definition of target (and the targets it builds) in root."""
+    root = Path(root)
+    check_variables(root, bake_files, variables)
+    digest = hashlib.sha256()
+    for rel in bake_files:
+        digest.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+    return _resolve(
+        str(root), tuple(bake_files), target, tuple(sorted(variables.items())),
+        digest.hexdigest(), docker,
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve(
+    root: str,
+    bake_files: tuple[str, ...],
+    target: str,
+    variables: tuple[tuple[str, str], ...],
+    files_digest: str,  # part of the cache key: an edited bake file is read again
+    docker: str,
+) -> BakeDefinition:
+    argv = print_argv(bake_files, target)
+    argv[0] = docker
+    env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
+    env.update(dict(variables))
+    try:
+        proc = subprocess.run(
+            argv, cwd=root, env=env, capture_output=True, text=True, timeout=PRINT_TIMEOUT_S
+        )
+    except FileNotFoundError:
+        raise BakeError(
+            f"{docker!r} not found: sagefleet asks `docker buildx bake --print` on the control "
+            "machine what each host builds; install the docker CLI and the buildx plugin "
+            "here (no engine needed)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise BakeError(f"`{' '.join(argv)}` in {root} ran past {PRINT_TIMEOUT_S}s") from None
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+        raise BakeError(f"`{' '.join(argv)}` in {root} failed (exit {proc.returncode}):\n{tail}")
+    return parse_print(proc.stdout)
