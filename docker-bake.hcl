@@ -1,5 +1,6 @@
 // ComfyUI images with SageAttention: runtime-cuda -> core-cuda -> complete-cuda.
-// Variables come from the environment (sagefleet passes them per host).
+// Variables come from the environment (sagefleet passes bake_variables per host;
+// its org.sagefleet.inputs label goes on through --set, not through this file).
 
 variable "REGISTRY_URL" {
   default = "ghcr.io/pixeloven"
@@ -19,12 +20,6 @@ variable "TORCH_VERSION" {
 
 variable "TORCH_INDEX_URL" {
   default = "https://download.pytorch.org/whl/cu129"
-}
-
-// Hash of the build inputs (rendered requirements, Dockerfiles, bake files),
-// stamped on the image so sagefleet can tell whether a rebuild is needed.
-variable "SAGEFLEET_INPUTS" {
-  default = ""
 }
 
 // Path (on the machine that runs bake) of a CA bundle for pip; empty: none.
@@ -75,10 +70,6 @@ target "complete-cuda" {
   dockerfile = "Dockerfile"
   contexts = {
     core = "target:core-cuda"
-  }
-  labels = {
-    "org.opencontainers.image.source" = "https://github.com/pixeloven/ComfyUI-Docker"
-    "org.sagefleet.inputs"            = SAGEFLEET_INPUTS
   }
   tags = [image("complete-cuda")]
 }

@@ -5,7 +5,7 @@ load the base image). Fifty of those do not fit a 2-core machine next to the
 benchmark itself, so here every host is a ``testhost-docker`` container started
 WITHOUT its dockerd, with the outer engine's socket mounted at
 /var/run/docker.sock. Each host still has its own sshd, filesystem, build_dir,
-context marker, rendered requirements and its own image name (``registry_url``
+context marker, rendered requirements and its own image name (``REGISTRY_URL``
 per host), so the label check of every host reads an image that this host built.
 
 Shared image store: per-host idempotence passes here for a wrong reason only if
@@ -45,10 +45,16 @@ class SharedEngineFleet(harness.Fleet):
     def registry(self, name: str) -> str:
         return f"localhost/sfbench-{self.run_id}-{name}"
 
+    def bake_variables(self, name: str) -> dict[str, str]:
+        """The offline profile's bake_variables with this host's own REGISTRY_URL."""
+        from tests.offline_pins import group_file
+
+        return {**group_file("offline")["bake_variables"], "REGISTRY_URL": self.registry(name)}
+
     def write_subset(
         self, path: Path, names: list[str], extra: dict[str, Any] | None = None
     ) -> Path:
-        """A fleet file with only these hosts (all build_hosts), each with its own registry_url."""
+        """A fleet file with only these hosts (all build_hosts), each with its own REGISTRY_URL."""
         lines = [f"# bench subset of run {self.run_id}", "[groups]"]
         lines.append(f"build_hosts = {json.dumps(names)}")
         for n in names:
@@ -62,7 +68,7 @@ class SharedEngineFleet(harness.Fleet):
                 f"ssh_key = {json.dumps(str(self.key_file))}",
                 f"ssh_known_hosts_file = {json.dumps(str(self.known_hosts))}",
                 'ssh_strict_host_key_checking = "yes"',
-                f"registry_url = {json.dumps(self.registry(n))}",
+                f"bake_variables = {_toml_table(self.bake_variables(n))}",
             ]
             for k, v in (extra or {}).items():
                 lines.append(f"{k} = {json.dumps(v)}")
@@ -78,3 +84,8 @@ class SharedEngineFleet(harness.Fleet):
                         self.client.images.remove(tag, force=True)
                     except Exception:
                         pass
+
+
+def _toml_table(d: dict[str, str]) -> str:
+    """An inline TOML table of strings (a JSON string is a valid TOML basic string)."""
+    return "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in d.items()) + "}"

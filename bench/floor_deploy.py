@@ -12,7 +12,7 @@ from pyinfra.operations import files
 
 _ctx = json.load(open(os.environ["BENCH_FLOOR_CONTEXT"]))
 _build_dir = "/opt/sagefleet/build"
-_ref = f"{host.data.registry_url}/comfyui-docker/complete-cuda:latest"
+_ref = f"{host.data.bake_variables['REGISTRY_URL']}/comfyui-docker/complete-cuda:latest"
 
 files.template(
     name="Render extra-requirements.txt",

@@ -139,7 +139,7 @@ def render(results: dict) -> str:
     L.append(
         "**Fleet.** Every measured host is a *build host*: a `testhost-docker` container with its "
         "own sshd, filesystem, build directory, rendered requirements and **its own image name** "
-        "(`registry_url` per host, so every host's label check reads an image that host built), "
+        "(`REGISTRY_URL` in `bake_variables` per host, so every host's label check reads an image that host built), "
         "reached over SSH with strict host key checking. Fifty build hosts each with their own "
         "dockerd (~80 MiB and ~10 s each, plus a base image load) do not fit a 2-core machine next "
         "to the benchmark, so these hosts run **without** their dockerd: their docker CLI talks to "

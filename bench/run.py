@@ -181,7 +181,7 @@ def expected_state(fleet: SharedEngineFleet, names: list[str]) -> tuple[dict, di
 
     inputs = {}
     for n in names:
-        pins = offline_pins(registry_url=fleet.registry(n))
+        pins = offline_pins(bake_variables=fleet.bake_variables(n))
         b = build_inputs(pins, ROOT)
         inputs[n] = b.inputs
     sage = pins.image.wheel("sageattention")

@@ -46,16 +46,36 @@ extra_requirements = [
     "timm==1.0.22",
 ]
 
-# --- Build hosts ---------------------------------------------------------------
+# --- Build hosts and the bake project -------------------------------------------
+# sagefleet asks bake (`docker buildx bake --print`, on the control machine, with
+# these variables) what the target builds: the image it checks is the target's first
+# tag (or image_tag), the requirements go to extra-requirements.txt in the target's
+# own context (or requirements_path, relative to the build context).
 build_dir = "/opt/sagefleet/build"  # the build context lands here
 bake_target = "complete-cuda"
 bake_files = ["docker-bake.hcl"]
 # Local paths (relative to the project) copied into build_dir; None: services/ +
-# docker-bake.hcl of this project. Or a git checkout: {"git": URL, "ref": REF}.
+# docker-bake.hcl of this project. {"dir": PATH}: a whole local bake project.
+# Or a git checkout: {"git": URL, "ref": FULL_COMMIT_SHA}.
 build_context = None
-registry_url = "ghcr.io/pixeloven"
-image_label = "latest"
-base_image = "nvidia/cuda:12.9.1-cudnn-runtime-ubuntu24.04"
+# Variables the bake files declare (names as in the file; values: one line, no
+# whitespace, quotes or shell metacharacters). All of them go into the inputs hash.
+bake_variables = {
+    "REGISTRY_URL": "ghcr.io/pixeloven",
+    "IMAGE_LABEL": "latest",
+    "BASE_IMAGE": "nvidia/cuda:12.9.1-cudnn-runtime-ubuntu24.04",
+    "TORCH_VERSION": torch_version,  # must equal torch_version (checked)
+    "TORCH_INDEX_URL": torch_index_url,
+}
+# Where the rendered requirements go, relative to the build context (None: the
+# file extra-requirements.txt in the target's own context, as bake reports it).
+requirements_path = None
+# Which of the target's tags sagefleet checks (None: the first).
+image_tag = None
+# A registry repository for bake's layer cache (None: the engine's local cache only).
+# The build hosts need a builder that can export a cache (Docker's containerd image
+# store, or a docker-container builder) and a login to that registry (see Rollout).
+bake_cache_ref = None
 # Local path on the control machine of a CA bundle for pip inside builds
 # (TLS-intercepting proxies). Handed to BuildKit as a secret, never as an argument.
 pip_ca_bundle = None
@@ -78,7 +98,7 @@ probe_timeout_s = 300  # per kernel (one worker process, replaced if a kernel cr
 probe_workload_seq_lens = []
 
 # --- Rollout to GPU nodes (python -m sagefleet.rollout; docs/rollout.md) ------
-# Build hosts push the image to the registry in registry_url (bake --push); GPU
+# Build hosts push the image to the registry of its tag (bake --push); GPU
 # nodes pull exactly the pushed digest and (re)start the ComfyUI container.
 # Registry credentials: SAGEFLEET_REGISTRY_USER + SAGEFLEET_REGISTRY_PASSWORD_FILE
 # (or SAGEFLEET_REGISTRY_PASSWORD) in the control machine's environment, or this

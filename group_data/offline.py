@@ -14,8 +14,13 @@ local_wheelhouse = True
 torch_index_url = "http://172.17.0.1:8765/torch-unused"  # core is a stand-in: no torch
 extra_requirements = ["piexif==1.1.3"]  # one small real package, fetched from PyPI
 
-base_image = "sagefleet/base:bookworm"
-registry_url = "localhost/sagefleet"
+bake_variables = {
+    "REGISTRY_URL": "localhost/sagefleet",
+    "IMAGE_LABEL": "latest",
+    "BASE_IMAGE": "sagefleet/base:bookworm",
+    "TORCH_VERSION": "2.9.0",  # group_data/all.py's torch_version
+    "TORCH_INDEX_URL": torch_index_url,
+}
 build_context = ["services", "docker-bake.hcl", "tests/offline"]
 bake_files = ["docker-bake.hcl", "tests/offline/offline.hcl"]
 min_free_disk_gb = 2

@@ -117,3 +117,32 @@ def _resolve(
         tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
         raise BakeError(f"`{' '.join(argv)}` in {root} failed (exit {proc.returncode}):\n{tail}")
     return parse_print(proc.stdout)
+
+
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sagefleet" / "git"
+
+
+@functools.lru_cache(maxsize=16)
+def git_checkout(url: str, ref: str, cache_dir: Path | None = None) -> Path:
+    """A local checkout of url at ref, for bake --print (the build host makes its own).
+
+    Kept under ~/.cache/sagefleet/git/<sha256(url)>; fetched once per run and ref."""
+    base = Path(cache_dir or CACHE_DIR) / hashlib.sha256(url.encode()).hexdigest()[:24]
+    base.mkdir(parents=True, exist_ok=True)
+
+    def git(*args: str) -> None:
+        proc = subprocess.run(
+            ["git", "-C", str(base), *args], capture_output=True, text=True, timeout=600
+        )
+        if proc.returncode != 0:
+            raise BakeError(
+                f"git {args[0]} of build_context {url} @ {ref} failed on the control machine: "
+                + proc.stderr.strip()[-500:]
+            )
+
+    if not (base / ".git").exists():
+        git("init", "-q")
+    git("fetch", "-q", "--depth", "1", url, ref)
+    git("checkout", "-q", "--force", "FETCH_HEAD")
+    git("clean", "-q", "-fdx")
+    return base

@@ -5,13 +5,22 @@ The operations decide; these helpers only format, so both can be tested alone.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import posixpath
 import shlex
+import time
 from collections.abc import Mapping, Sequence
 
 INPUTS_LABEL = "org.sagefleet.inputs"
 # Exit status used when another sagefleet run holds the host's build lock.
 LOCKED_EXIT = 75
+
+
+def content_mtime(data: bytes) -> int:
+    """A file's mtime derived from its content (1970..2106): equal on every host for
+    equal content, different (all but surely) for different content."""
+    return int(hashlib.sha256(data).hexdigest()[:8], 16)
 
 
 def q(value: object) -> str:
@@ -48,6 +57,9 @@ def with_lock(lock_path: str, command: str) -> str:
     )
 
 
+LOG_FIRST_LINE = "sagefleet-bake"
+
+
 def _logged_bake(
     verb: str,
     bake_files: Sequence[str],
@@ -56,16 +68,22 @@ def _logged_bake(
     flags: str,
     log_path: str,
     tail_lines: int,
+    overrides: Sequence[str] = (),
 ) -> str:
-    """`env VARS docker buildx bake -f ... FLAGS TARGET`, logged to log_path; on failure
-    the tail of the log goes to stderr and bake's exit status is kept."""
+    """`env VARS docker buildx bake -f ... [--set ...] FLAGS TARGET`, logged to log_path;
+    on failure the tail of the log goes to stderr and bake's exit status is kept.
+
+    The log's first line (``sagefleet-bake <pid>-<ns>``) is new for every bake, so a
+    reader on the control machine knows when this bake's log begins."""
     env = " ".join(f"{k}={q(v)}" for k, v in sorted(variables.items()))
     files = " ".join(f"-f {q(f)}" for f in bake_files)
+    sets = "".join(f" --set {q(o)}" for o in overrides)
     failed = f"sagefleet: {verb} of {target} failed; last lines of {log_path}:"
     return (
-        f"env {env} docker buildx bake {files} {flags} {q(target)} >{q(log_path)} 2>&1 || "
+        f'printf \'{LOG_FIRST_LINE} %s-%s\\n\' "$$" "$(date +%s%N)" >{q(log_path)} && '
+        f"{{ env {env} docker buildx bake {files}{sets} {flags} {q(target)} >>{q(log_path)} 2>&1 || "
         f"{{ rc=$?; printf '%s\\n' {q(failed)} >&2; "
-        f"tail -n {int(tail_lines)} {q(log_path)} >&2; exit $rc; }}"
+        f"tail -n {int(tail_lines)} {q(log_path)} >&2; exit $rc; }}; }}"
     )
 
 
@@ -79,28 +97,63 @@ def bake(
     lock_path: str,
     load: bool = True,
     tail_lines: int = 60,
+    overrides: Sequence[str] = (),
+    docker_config: str | None = None,
+    file_mtimes: Mapping[str, int] | None = None,
 ) -> str:
     """`docker buildx bake` in context_dir, locked, logged, previous image kept tagged.
 
-    On failure the command prints the tail of the build log to stderr and exits
-    with bake's status; the current tag is untouched because bake only tags on
-    success.
+    file_mtimes (path relative to context_dir -> POSIX time; the rendered
+    requirements) are set first: BuildKit's cache key of a COPY includes the file's
+    mtime, so the same file written at another time on another host would miss the
+    fleet's cache. The time comes from the file's content (``content_mtime``), never
+    a constant: BuildKit re-sends a context file only when its size or mtime changed.
+
+    overrides are bake ``--set`` values (sagefleet's label, the registry cache), one
+    quoted argument each. On failure the command prints the tail of the build log to
+    stderr and exits with bake's status; the current tag is untouched because bake
+    only tags on success.
     """
     flags = "--progress=plain" + (" --load" if load else "")
     keep_previous = (
         f"if docker image inspect {q(image_ref)} >/dev/null 2>&1; then "
         f"docker tag {q(image_ref)} {q(previous_tag(image_ref))}; fi"
     )
-    run = _logged_bake("bake", bake_files, target, variables, flags, log_path, tail_lines)
+    env = dict(variables)
+    if docker_config:  # a registry login for the cache (cache-from/cache-to)
+        env["DOCKER_CONFIG"] = docker_config
+    run = _logged_bake("bake", bake_files, target, env, flags, log_path, tail_lines, overrides)
+    for path, mtime in sorted((file_mtimes or {}).items()):
+        stamp = time.strftime("%Y%m%d%H%M.%S", time.gmtime(int(mtime)))
+        keep_previous = f"TZ=UTC0 touch -m -t {stamp} -- {q(path)} && {keep_previous}"
     # cd failing must not fall through to the "bake failed" branch and tail an old log.
     return with_lock(lock_path, f"cd {q(context_dir)} || exit 1; {keep_previous} && {run}")
 
 
-def extract_context(tar_path: str, context_dir: str, marker_path: str, digest: str) -> str:
-    """Unpack the build context tarball and record which one is in place."""
+def replace_context(
+    build_dir: str, tar_path: str, manifest_tmp: str, digest: str, keep: str
+) -> str:
+    """Unpack the context tarball into a new directory and switch ``{build_dir}/context``
+    to it atomically (a symlink renamed over the old one): files removed locally are
+    gone, and no reader ever sees half a context. ``keep`` (relative to the context:
+    the rendered requirements) is carried over from the old context; the manifest and
+    the digest marker are written last."""
+    b = build_dir.rstrip("/")
+    ctx, rel = f"{b}/context", f"context.d/{digest}"
+    new = f"{b}/{rel}"
     return (
-        f"mkdir -p {q(context_dir)} && tar -xf {q(tar_path)} -C {q(context_dir)} "
-        f"--no-same-owner --overwrite && printf '%s\\n' {q(digest)} > {q(marker_path)}"
+        f"rm -rf {q(new + '.tmp')} && mkdir -p {q(new + '.tmp')} && "
+        f"tar -xf {q(tar_path)} -C {q(new + '.tmp')} --no-same-owner && "
+        f"if [ -f {q(ctx + '/' + keep)} ]; then mkdir -p {q(posixpath.dirname(new + '.tmp/' + keep))} && "
+        f"cp -p {q(ctx + '/' + keep)} {q(new + '.tmp/' + keep)}; fi && "
+        f"rm -rf {q(new)} && mv {q(new + '.tmp')} {q(new)} && "
+        # A context directory of an older sagefleet (or a git checkout) makes way once.
+        f"if [ -e {q(ctx)} ] && [ ! -L {q(ctx)} ]; then rm -rf {q(ctx)}; fi && "
+        f"ln -sfn {q(rel)} {q(ctx + '.lnk')} && mv -T {q(ctx + '.lnk')} {q(ctx)} && "
+        f"mv {q(manifest_tmp)} {q(b + '/context.manifest')} && "
+        f"printf '%s\\n' {q(digest)} > {q(b + '/context.digest')} && "
+        f"rm -f {q(tar_path)} && "
+        f'for d in {q(b + "/context.d")}/*; do [ "$d" = {q(new)} ] || rm -rf "$d"; done'
     )
 
 
@@ -109,7 +162,7 @@ def git_context(url: str, ref: str, context_dir: str, marker_path: str, digest: 
     return (
         f"if [ -d {q(context_dir + '/.git')} ]; then "
         f"git -C {q(context_dir)} fetch --depth 1 origin {q(ref)}; "
-        f"else rm -rf {q(context_dir)} && git clone --no-checkout {q(url)} {q(context_dir)} && "
+        f"else rm -rf {q(context_dir)} {q(context_dir.rstrip('/') + '.manifest')} && git clone --no-checkout {q(url)} {q(context_dir)} && "
         f"git -C {q(context_dir)} fetch --depth 1 origin {q(ref)}; fi && "
         f"git -C {q(context_dir)} checkout --force FETCH_HEAD && "
         f"printf '%s\\n' {q(digest)} > {q(marker_path)}"
@@ -203,15 +256,17 @@ def bake_push(
     lock_path: str,
     docker_config: str | None = None,
     tail_lines: int = 60,
+    overrides: Sequence[str] = (),
 ) -> str:
     """`docker buildx bake --push --metadata-file` (the build cache makes it a push of
-    the image just built); on success records which inputs were pushed."""
+    the image just built: the same overrides, so the same label); on success records
+    which inputs were pushed."""
     env = dict(variables)
     if docker_config:
         env["DOCKER_CONFIG"] = docker_config
     flags = f"--progress=plain --push --metadata-file {q(metadata_path)}"
     run = f"rm -f {q(metadata_path)} {q(inputs_path)} && " + _logged_bake(
-        "push", bake_files, target, env, flags, log_path, tail_lines
+        "push", bake_files, target, env, flags, log_path, tail_lines, overrides
     )
     record = f"printf '%s\\n' {q(inputs)} > {q(inputs_path)}"
     return with_lock(lock_path, f"cd {q(context_dir)} || exit 1; {run} && {record}")

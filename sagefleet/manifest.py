@@ -62,7 +62,9 @@ def diff(
     before: Mapping[str, tuple[str, str]] | None, after: Mapping[str, tuple[str, str]]
 ) -> ContextChange:
     """What replacing a context with manifest ``before`` by ``after`` changes."""
-    before = before or {}
+    # Values may come back as lists from JSON (recorded facts): compare as tuples.
+    before = {k: tuple(v) for k, v in (before or {}).items()}
+    after = {k: tuple(v) for k, v in after.items()}
     return ContextChange(
         added=tuple(sorted(set(after) - set(before))),
         removed=tuple(sorted(set(before) - set(after))),

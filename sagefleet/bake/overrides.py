@@ -11,14 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from ..pins.build import CACHE_REF as _CACHE_REF
 from .resolve import BakeError
 
 INPUTS_LABEL = "org.sagefleet.inputs"
 _TARGET = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 # Characters bake's --set parser and the cache attribute list treat specially.
-_CACHE_REF = re.compile(
-    r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+"
-)
 _INPUTS = re.compile(r"sha256:[0-9a-f]{64}")
 
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pyinfra import host
 from pyinfra.api import deploy
 
+from ..commands import content_mtime
 from ..facts.build import BuildState
 from ..gate import expectation
-from ..inputs import JINJA_KWARGS, REQUIREMENTS_PATH, TEMPLATE, BuildInputs, build_inputs
+from ..inputs import JINJA_KWARGS, TEMPLATE, BuildInputs, build_inputs
 from ..operations import build as build_ops
 from ..operations import snapshot as file_ops
 from ..operations import verify as verify_ops
@@ -38,8 +39,9 @@ class BuildRun:
         return self.pins.build.build_dir
 
 
-def requirements_path(pins: Pins) -> str:
-    return f"{pins.build.build_dir}/context/{REQUIREMENTS_PATH}"
+def requirements_path(pins: Pins, inputs: BuildInputs) -> str:
+    """Where the rendered requirements go on the host (bake's answer: the target's context)."""
+    return f"{pins.build.build_dir}/context/{inputs.requirements_path}"
 
 
 def probe_path(work_dir: str) -> str:
@@ -49,7 +51,7 @@ def probe_path(work_dir: str) -> str:
 def watched_files(pins: Pins, inputs: BuildInputs) -> list[str]:
     """The files whose sha1 and mode the snapshot records."""
     ca = [inputs.ca_path] if inputs.ca_path else []
-    return [requirements_path(pins), probe_path(pins.build.build_dir), *ca]
+    return [requirements_path(pins, inputs), probe_path(pins.build.build_dir), *ca]
 
 
 def _directory(run: BuildRun) -> None:
@@ -65,7 +67,12 @@ def _context(run: BuildRun) -> None:
         build_dir=run.build_dir,
         digest=run.inputs.context_digest,
         snapshot=run.snapshot,
-        **({"git_url": git.git, "git_ref": git.ref} if git else {"tar": tarball.tar}),
+        keep=run.inputs.requirements_path,
+        **(
+            {"git_url": git.git, "git_ref": git.ref}
+            if git
+            else {"tar": tarball.tar, "manifest": tarball.manifest}
+        ),
     )
 
 
@@ -73,7 +80,7 @@ def _requirements(run: BuildRun) -> None:
     file_ops.template(
         name="Render extra-requirements.txt",
         src=str(TEMPLATE),
-        dest=requirements_path(run.pins),
+        dest=requirements_path(run.pins, run.inputs),
         mode="644",
         snapshot=run.snapshot,
         create_remote_dir=False,  # the context unpacked it; saves a round trip per host
@@ -99,7 +106,7 @@ def bake_args(pins: Pins, inputs: BuildInputs) -> dict:
     return dict(
         build_dir=pins.build.build_dir,
         target=pins.image.bake_target,
-        image_ref=pins.image.ref,
+        image_ref=inputs.image_ref,
         inputs=inputs.inputs,
         bake_files=pins.image.bake_files,
         variables=inputs.variables,
@@ -108,17 +115,28 @@ def bake_args(pins: Pins, inputs: BuildInputs) -> dict:
 
 
 def _image(run: BuildRun) -> None:
+    cache_ref = run.pins.build.bake_cache_ref
+    docker_config = None
+    if cache_ref:
+        from ..commands import registry_of
+        from .rollout import registry_login
+
+        docker_config = registry_login(run.pins, registry_of(cache_ref))
     build_ops.image(
         name=f"Bake {run.pins.image.bake_target}",
         min_free_gb=run.pins.build.min_free_disk_gb,
         force=run.pins.build.force_rebuild,
         snapshot=run.snapshot,
+        targets=run.inputs.targets,
+        cache_ref=cache_ref,
+        docker_config=docker_config,
+        file_mtimes={run.inputs.requirements_path: content_mtime(run.inputs.requirements.encode())},
         **bake_args(run.pins, run.inputs),
     )
 
 
 def _verify(run: BuildRun) -> None:
-    probe_and_gate(run.pins, run.build_dir, run.pins.image.ref, False, run.snapshot)
+    probe_and_gate(run.pins, run.build_dir, run.inputs.image_ref, False, run.snapshot)
 
 
 # build_image runs every step on every run: each operation decides for itself (from the
@@ -146,7 +164,7 @@ def build_image():
     doc = host.get_fact(
         BuildState,
         build_dir=pins.build.build_dir,
-        image_ref=pins.image.ref,
+        image_ref=inputs.image_ref,
         files=watched_files(pins, inputs),
     )
     run = BuildRun(pins, inputs, Snapshot(doc))

@@ -36,11 +36,14 @@ def collect_host_record(out_dir: str | None = None) -> dict:
     record: dict = {"host": host.name, "groups": sorted(host.groups), "gpus": [], "image_id": None}
     record["gpus"] = host.get_fact(GpuHost)["gpus"]
     if "build_hosts" in host.groups:
+        from ..inputs import build_inputs
+
         pins = host_pins(host)
+        image_ref = build_inputs(pins).image_ref
         stored = host.get_fact(
-            ProbeResult, image_ref=pins.image.ref, results_dir=f"{pins.build.build_dir}/probe"
+            ProbeResult, image_ref=image_ref, results_dir=f"{pins.build.build_dir}/probe"
         )
-        record.update(image_ref=pins.image.ref, image_id=stored["image_id"], probe=stored["result"])
+        record.update(image_ref=image_ref, image_id=stored["image_id"], probe=stored["result"])
     elif "gpu_nodes" in host.groups:
         record.update(_node_record(host_pins(host)))
     write_result(os.path.join(out_dir, "hosts"), record)

@@ -240,11 +240,12 @@ def publish_image() -> None:
     """Build (if inputs changed) and verify, then push with bake (if not pushed yet)."""
     pins = host_pins(host)
     build_image()
-    docker_config = registry_login(pins, registry_of(pins.image.ref))
+    inputs = build_inputs(pins)
+    docker_config = registry_login(pins, registry_of(inputs.image_ref))
     build_ops.push(
-        name=f"Push {pins.image.ref}",
+        name=f"Push {inputs.image_ref}",
         docker_config=docker_config,
-        **bake_args(pins, build_inputs(pins)),
+        **bake_args(pins, inputs),
     )
 
 
@@ -252,10 +253,10 @@ def published_image() -> tuple[str | None, bool]:
     """(``repo@sha256:...`` this build host pushed last or None, whether that push
     carried the inputs of the current pins). A fact read; nothing changes."""
     pins = host_pins(host)
-    inputs = build_inputs(pins).inputs
+    b = build_inputs(pins)
     published = host.get_fact(PublishedImage, push_dir=f"{pins.build.build_dir}/push")
     digest = PublishedImage.digest(published, pins.image.bake_target)
     if not digest:
         return None, False
-    repo = pins.image.ref.rsplit(":", 1)[0]
-    return f"{repo}@{digest}", published["inputs"] == inputs
+    repo = b.image_ref.rsplit(":", 1)[0]
+    return f"{repo}@{digest}", published["inputs"] == b.inputs

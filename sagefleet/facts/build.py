@@ -31,7 +31,10 @@ class BuildHost(FactBase):
 
     Returns a dict: ``docker`` (engine reachable), ``docker_version``,
     ``buildx_version``, ``docker_root``, ``free_gb`` (under the Docker root),
-    ``nvidia_runtime``, ``image`` (None or {id, created, labels, inputs}),
+    ``nvidia_runtime``, ``builder_driver`` (buildx's current builder: docker,
+    docker-container, ...), ``image_store`` ("containerd" or the graph driver),
+    ``cache_export`` (whether bake can export a registry cache here),
+    ``image`` (None or {id, created, labels, inputs}),
     ``previous_id`` (the image kept as <tag>-previous, or None), ``problems``
     (a list of what is missing and how to fix it; empty when ready).
     """
@@ -48,6 +51,7 @@ class BuildHost(FactBase):
                     " 2>/dev/null || true"
                 ),
                 "buildx": "docker buildx version 2>/dev/null || true",
+                "builder": "docker buildx inspect 2>/dev/null || true",
                 "image": f"docker image inspect --format '{{{{json .}}}}' {q(image_ref)} 2>/dev/null || true",
                 "previous": (
                     f"docker image inspect --format '{{{{json .Id}}}}' "
@@ -69,6 +73,7 @@ class BuildHost(FactBase):
                 "docker_info": info,
                 "buildx": _buildx_version(info or {}, parts.get("buildx") or []),
                 "root_free_kb": _free_kb(parts.get("df") or []),
+                "builder_driver": _builder_driver(parts.get("builder") or []),
                 "image": json_doc(parts.get("image")),
                 "previous_id": json_doc(parts.get("previous")),
             }
@@ -82,6 +87,15 @@ def _free_kb(df_lines: list[str]) -> int | None:
         return int(rows[-1][3])
     except (IndexError, ValueError):
         return None
+
+
+def _builder_driver(lines: list[str]) -> str | None:
+    """The driver of buildx's current builder (``docker``, ``docker-container``, ...)."""
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == "Driver" and value.strip():
+            return value.strip()
+    return None
 
 
 def _buildx_version(info: dict, version_lines: list[str]) -> str | None:
@@ -108,6 +122,9 @@ def _build_host_result(doc: dict[str, Any]) -> dict[str, Any]:
         "docker_root": None,
         "free_gb": None,
         "nvidia_runtime": False,
+        "builder_driver": doc.get("builder_driver") or None,
+        "image_store": None,
+        "cache_export": False,
         "image": None,
         "previous_id": doc.get("previous_id"),
         "problems": problems,
@@ -127,6 +144,11 @@ def _build_host_result(doc: dict[str, Any]) -> dict[str, Any]:
     result["docker_version"] = info.get("ServerVersion")
     result["docker_root"] = info.get("DockerRootDir")
     result["nvidia_runtime"] = "nvidia" in (info.get("Runtimes") or {})
+    status = dict(tuple(x) for x in (info.get("DriverStatus") or []) if len(x) == 2)
+    containerd = "containerd" in status.get("driver-type", "")
+    result["image_store"] = "containerd" if containerd else info.get("Driver")
+    # The docker driver exports a cache only with the containerd image store.
+    result["cache_export"] = containerd or result["builder_driver"] not in (None, "docker")
     if _version_tuple(result["docker_version"]) < (23,):
         problems.append(
             f"Docker Engine {result['docker_version']} is too old for named build contexts: "
@@ -223,6 +245,21 @@ class ContextMarker(FactBase):
 
     def process(self, output: list[str]) -> str | None:
         return text(output)
+
+
+class ContextManifest(FactBase):
+    """
+    The manifest of the build context in place (``{build_dir}/context.manifest``):
+    ``{path: [sha256, mode]}``; None when there is none.
+    """
+
+    def command(self, path: str) -> str:
+        return f"cat {q(path)} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> dict[str, list[str]]:
+        from ..manifest import parse_manifest
+
+        return {k: list(v) for k, v in parse_manifest("\n".join(output)).items()}
 
 
 class PublishedImage(FactBase):

@@ -8,7 +8,7 @@ wheel file names and URLs, check.py holds the checks and PinError.
 
 from .build import BuildPins
 from .check import MISSING, PinError
-from .image import GitContext, ImagePins
+from .image import GitContext, ImagePins, LocalDir
 from .service import ServicePins
 from .validate import KNOWN_KEYS, Pins, host_pins, validate, validate_inventory
 from .verify import VerifyPins
@@ -20,6 +20,7 @@ __all__ = [
     "BuildPins",
     "GitContext",
     "ImagePins",
+    "LocalDir",
     "PinError",
     "Pins",
     "ServicePins",

@@ -7,6 +7,7 @@ Pure: imports no pyinfra.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ BUILD_KEYS = (
     "pip_ca_bundle",
     "min_free_disk_gb",
     "force_rebuild",
+    "bake_cache_ref",
 )
 
 
@@ -28,6 +30,9 @@ class BuildPins:
     pip_ca_bundle: str | None
     min_free_disk_gb: float
     force_rebuild: bool
+    # A registry repository for bake's layer cache (cache-from/cache-to type=registry,
+    # mode=max, one tag per target): a fresh build host reuses the fleet's layers.
+    bake_cache_ref: str | None = None
 
 
 def check_build(c: Checker, data: Mapping[str, object]) -> BuildPins:
@@ -49,4 +54,26 @@ def check_build(c: Checker, data: Mapping[str, object]) -> BuildPins:
         pip_ca_bundle=pip_ca_bundle,
         min_free_disk_gb=float(min_free),
         force_rebuild=c.boolean("force_rebuild", data["force_rebuild"]),
+        bake_cache_ref=_cache_ref(c, data.get("bake_cache_ref")),
     )
+
+
+# A registry repository without tag or digest (sagefleet adds one tag per target).
+CACHE_REF = re.compile(
+    r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+"
+)
+
+
+def _cache_ref(c: Checker, value: object) -> str | None:
+    if value is None:
+        return None
+    text = c.string("bake_cache_ref", value)
+    c.no_meta("bake_cache_ref", text)
+    if not CACHE_REF.fullmatch(text):
+        c.fail(
+            "bake_cache_ref",
+            text,
+            "not a registry repository like 'registry.example:5000/team/comfyui-cache' "
+            "(lowercase, no scheme, no tag: sagefleet adds one tag per target)",
+        )
+    return text

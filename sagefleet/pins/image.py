@@ -1,4 +1,4 @@
-"""What defines the image: versions, wheels, requirements, base image, bake target, name.
+"""What defines the image: versions, wheels, requirements, the bake project and its variables.
 
 Every field here goes into the image (the inputs hash, the bake variables, the
 rendered requirements or the tag). Pure: imports no pyinfra.
@@ -23,12 +23,13 @@ _GIT_REF = (
     "a git ref matching [A-Za-z0-9][A-Za-z0-9._/-]*",
 )
 _BAKE_TARGET = (NAME, "a name matching [A-Za-z0-9][A-Za-z0-9._-]*")
-_IMAGE_LABEL = (NAME, "a tag matching [A-Za-z0-9][A-Za-z0-9._-]*")
-_BASE_IMAGE = (
-    IMAGE_REF,
-    "a Docker image reference like 'nvidia/cuda:12.9.1-cudnn-runtime-ubuntu24.04'",
+_IMAGE_TAG = (IMAGE_REF, "one of the bake target's tags, e.g. 'reg/x:tag'")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
+# name @ git+https://host/path@<40 hex>[#fragment]: a VCS requirement pinned to a commit.
+_VCS_URL = re.compile(
+    r"git\+(?P<scheme>https|http|file)://(?P<rest>[^@#\s]+)(?:@(?P<ref>[^#\s]*))?(?:#\S*)?"
 )
-_REGISTRY = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*")
 
 IMAGE_KEYS = (
     "python_version",
@@ -45,9 +46,9 @@ IMAGE_KEYS = (
     "bake_target",
     "bake_files",
     "build_context",
-    "registry_url",
-    "image_label",
-    "base_image",
+    "bake_variables",
+    "requirements_path",
+    "image_tag",
 )
 
 
@@ -60,11 +61,22 @@ class GitContext:
 
 
 @dataclass(frozen=True)
+class LocalDir:
+    """Build context from a local directory (``build_context = {"dir": PATH}``): the
+    directory's files become the context root, its bake files are found there.
+    A relative PATH is relative to this project."""
+
+    dir: str
+
+
+@dataclass(frozen=True)
 class ImagePins:
     """What the image is built from.
 
     ``build_context`` is ``None`` (this project's services/ + docker-bake.hcl), a tuple of
-    relative local paths, or a ``GitContext``.
+    relative local paths, a ``LocalDir`` or a ``GitContext``. What the bake builds (tags,
+    contexts, where the requirements go) is bake's answer (``sagefleet.inputs``), not a
+    formula here.
     """
 
     python_version: str
@@ -77,15 +89,10 @@ class ImagePins:
     local_wheelhouse: bool
     bake_target: str
     bake_files: tuple[str, ...]
-    build_context: None | tuple[str, ...] | GitContext
-    registry_url: str
-    image_label: str
-    base_image: str
-
-    @property
-    def ref(self) -> str:
-        """The image's reference: ``{registry_url}/comfyui-docker/{bake_target}:{label}``."""
-        return f"{self.registry_url}/comfyui-docker/{self.bake_target}:{self.image_label}"
+    build_context: None | tuple[str, ...] | LocalDir | GitContext
+    bake_variables: Mapping[str, str]
+    requirements_path: str | None = None  # None: extra-requirements.txt in the target's context
+    image_tag: str | None = None  # None: the target's first tag
 
     def wheel(self, name: str) -> Wheel | None:
         """The pinned wheel of that distribution (name compared canonically), or None."""
@@ -114,16 +121,6 @@ class ImagePins:
             "extra_requirements": list(self.extra_requirements),
         }
 
-    def bake_variables(self) -> dict[str, str]:
-        """Bake variables that define the image (all go into the inputs hash)."""
-        return {
-            "REGISTRY_URL": self.registry_url,
-            "IMAGE_LABEL": self.image_label,
-            "BASE_IMAGE": self.base_image,
-            "TORCH_VERSION": self.torch_version,
-            "TORCH_INDEX_URL": self.torch_index_url,
-        }
-
 
 def check_image(c: Checker, data: Mapping[str, object]) -> ImagePins:
     """The image's keys, in the order of group_data/all.py."""
@@ -144,9 +141,6 @@ def check_image(c: Checker, data: Mapping[str, object]) -> ImagePins:
     extra_requirements = _requirements(c, data["extra_requirements"], wheels)
 
     bake_target = c.matching("bake_target", data["bake_target"], *_BAKE_TARGET)
-    if bake_target != bake_target.lower():
-        # It becomes a path component of the image reference, which Docker wants lowercase.
-        c.fail("bake_target", bake_target, "must be lowercase (it names the image repository)")
     bake_files = c.string_list("bake_files", data["bake_files"])
     if not bake_files:
         c.fail("bake_files", data["bake_files"], "must name at least one bake file")
@@ -154,18 +148,13 @@ def check_image(c: Checker, data: Mapping[str, object]) -> ImagePins:
         c.rel_path(f"bake_files[{i}]", path)
     build_context = _build_context(c, data.get("build_context"), local_wheelhouse)
 
-    registry_url = c.string("registry_url", data["registry_url"])
-    c.no_meta("registry_url", registry_url)
-    if "://" in registry_url:
-        c.fail("registry_url", registry_url, "must not have a scheme (e.g. 'ghcr.io/pixeloven')")
-    if registry_url != registry_url.lower():
-        c.fail("registry_url", registry_url, "must be lowercase")
-    if not _REGISTRY.fullmatch(registry_url):
-        c.fail("registry_url", registry_url, "not a registry/namespace like 'ghcr.io/pixeloven'")
-    image_label = c.matching("image_label", data["image_label"], *_IMAGE_LABEL)
-    if len(image_label) > 128:
-        c.fail("image_label", image_label, "a Docker tag has at most 128 characters")
-    base_image = c.matching("base_image", data["base_image"], *_BASE_IMAGE)
+    bake_variables = _bake_variables(c, data["bake_variables"], torch_version)
+    requirements_path = data.get("requirements_path")
+    if requirements_path is not None:
+        requirements_path = c.rel_path("requirements_path", requirements_path)
+    image_tag = data.get("image_tag")
+    if image_tag is not None:
+        image_tag = c.matching("image_tag", image_tag, *_IMAGE_TAG)
     return ImagePins(
         python_version=python_version,
         torch_version=torch_version,
@@ -178,10 +167,36 @@ def check_image(c: Checker, data: Mapping[str, object]) -> ImagePins:
         bake_target=bake_target,
         bake_files=bake_files,
         build_context=build_context,
-        registry_url=registry_url,
-        image_label=image_label,
-        base_image=base_image,
+        bake_variables=bake_variables,
+        requirements_path=requirements_path,
+        image_tag=image_tag,
     )
+
+
+def _bake_variables(c: Checker, value: object, torch_version: str) -> dict[str, str]:
+    """Variables the bake file declares, as data: identifier names, one-line values
+    without whitespace, quotes or shell metacharacters (as every other pin)."""
+    if not isinstance(value, Mapping):
+        c.fail("bake_variables", value, "must be a dict of NAME -> value")
+    out = {}
+    for name, val in value.items():
+        if not isinstance(name, str) or not _VARIABLE.fullmatch(name):
+            c.fail(
+                "bake_variables",
+                name,
+                "a variable name must be an identifier ([A-Za-z_][A-Za-z0-9_]*)",
+            )
+        key = f"bake_variables.{name}"
+        text = c.string(key, val)
+        c.no_meta(key, text)
+        out[name] = text
+    if "TORCH_VERSION" in out and out["TORCH_VERSION"] != torch_version:
+        c.fail(
+            "bake_variables.TORCH_VERSION",
+            out["TORCH_VERSION"],
+            f"differs from torch_version {torch_version!r} (the gate checks the image's torch against torch_version)",
+        )
+    return dict(sorted(out.items()))
 
 
 def _requirements(c: Checker, value: object, wheels: tuple[Wheel, ...]) -> tuple[str, ...]:
@@ -198,13 +213,20 @@ def _requirements(c: Checker, value: object, wheels: tuple[Wheel, ...]) -> tuple
         except InvalidRequirement as exc:
             reason = str(exc).splitlines()[0]
             c.fail(key, text, f"not a PEP 508 requirement ({reason})")
-        if req.url:
-            c.fail(key, text, "URL requirements are refused; pin a version with ==")
         if req.marker is not None:
             c.fail(key, text, "environment markers are not supported; the image has one platform")
-        specs = list(req.specifier)
-        if len(specs) != 1 or specs[0].operator != "==" or specs[0].version.endswith(".*"):
-            c.fail(key, text, "must be pinned exactly with one == (e.g. 'triton==3.5.0')")
+        if req.url:
+            _vcs_requirement(c, key, text, req.url)
+        else:
+            specs = list(req.specifier)
+            if len(specs) != 1 or specs[0].operator != "==" or specs[0].version.endswith(".*"):
+                c.fail(
+                    key,
+                    text,
+                    "must be pinned exactly with one == (e.g. 'triton==3.5.0'): a range lets pip "
+                    "pick another version on the next bake, so the same pins could build a "
+                    "different image (idempotence needs one exact version)",
+                )
         name = canonicalize_name(req.name)
         if name in wheel_names:
             c.fail(key, text, f"{name} is pinned in sage_wheels already")
@@ -217,9 +239,29 @@ def _requirements(c: Checker, value: object, wheels: tuple[Wheel, ...]) -> tuple
     return tuple(result)
 
 
+def _vcs_requirement(c: Checker, key: str, text: str, url: str) -> None:
+    """``name @ git+https://host/repo@<40 hex>``: the only URL requirement accepted."""
+    m = _VCS_URL.fullmatch(url)
+    if not m or m["scheme"] != "https":
+        c.fail(
+            key,
+            text,
+            "a URL requirement must be 'name @ git+https://host/repo@<40-hex commit>' "
+            "(other URLs can serve other bytes later; pin a version with == instead)",
+        )
+    if not m["ref"] or not _FULL_SHA.fullmatch(m["ref"]):
+        what = f"ref {m['ref']!r}" if m["ref"] else "no ref"
+        c.fail(
+            key,
+            text,
+            f"{what} is not a full 40-hex commit: a branch, tag or short ref can move, so the "
+            "same pins could build a different image (idempotence needs the commit SHA)",
+        )
+
+
 def _build_context(
     c: Checker, value: object, local_wheelhouse: bool
-) -> None | tuple[str, ...] | GitContext:
+) -> None | tuple[str, ...] | LocalDir | GitContext:
     if value is None:
         return None
     if isinstance(value, list | tuple):
@@ -231,14 +273,19 @@ def _build_context(
         c.fail(
             "build_context",
             value,
-            "must be None, a list of relative paths, or {'git': URL, 'ref': REF}",
+            "must be None, a list of relative paths, {'dir': PATH} or {'git': URL, 'ref': REF}",
         )
+    if set(value) == {"dir"}:
+        path = c.string("build_context.dir", value["dir"])
+        if "\n" in path or "\0" in path or not path:
+            c.fail("build_context.dir", path, "must be a directory path on one line")
+        return LocalDir(path)
     for sub, sub_value in value.items():
         if sub not in ("git", "ref"):
             c.fail(
                 f"build_context.{sub}",
                 sub_value,
-                unknown_reason(str(sub), ("git", "ref"), "expected git, ref"),
+                unknown_reason(str(sub), ("git", "ref", "dir"), "expected dir, or git and ref"),
             )
     for sub in ("git", "ref"):
         if sub not in value:

@@ -39,7 +39,16 @@ _KEY_ORDER = IMAGE_KEYS + BUILD_KEYS + VERIFY_KEYS + SERVICE_KEYS
 KNOWN_KEYS: frozenset[str] = frozenset(_KEY_ORDER)
 # Per-run parameters of a rollout (target digest, action) are arguments of
 # sagefleet.rollout, never pins: group_data holds no such keys.
-_OPTIONAL_KEYS = frozenset({"build_context", "pip_ca_bundle", *SERVICE_KEYS})
+_OPTIONAL_KEYS = frozenset(
+    {
+        "build_context",
+        "pip_ca_bundle",
+        "bake_cache_ref",
+        "requirements_path",
+        "image_tag",
+        *SERVICE_KEYS,
+    }
+)
 
 # Keys that pyinfra itself and its connectors read from host.data.
 _FOREIGN_PREFIXES = (

@@ -369,7 +369,7 @@ class FleetDeploy:
         """The image label and requirements deploy.py computes for host with these pins."""
         pins = self.pins(host, build_tag, data, host_data)
         b = build_inputs(pins)
-        return Expected(pins.image.ref, b.inputs, b.requirements, pins.build.build_dir)
+        return Expected(b.image_ref, b.inputs, b.requirements, pins.build.build_dir)
 
     def pins(
         self,

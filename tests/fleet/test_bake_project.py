@@ -24,7 +24,7 @@ from pathlib import Path
 
 import harness
 import pytest
-from fleet_deploy import BASE_BUILD, FleetDeploy, bridge_gateway, offenders
+from fleet_deploy import BASE_BUILD, FleetDeploy, RunningDeploy, bridge_gateway, offenders
 from test_rollout_fleet import registry
 
 from sagefleet.bake import BakeProgress
@@ -121,6 +121,15 @@ def run(env: dict, *args: str, build_tag: str = BASE_BUILD, limit: str = "build-
     )
 
 
+def dry_diff(env: dict, build_tag: str, limit: str = "build-1"):
+    """`pyinfra inventory.py deploy.py --dry --diff` as an operator runs it: without -y
+    (-y skips pyinfra's change detection and so the diff)."""
+    overrides, penv = env["project"].prepare(build_tag, fixture_data(env["dir"]))
+    cmd = env["project"].command(overrides, "deploy.py", "--dry", "--diff", "--limit", limit)
+    cmd.remove("-y")
+    return RunningDeploy(cmd, penv).wait(600)
+
+
 def image(env: dict, host: str, ref: str = IMAGE) -> dict | None:
     return env["project"].image(host, ref)
 
@@ -171,7 +180,7 @@ def test_rerun_changes_nothing_and_runs_no_bake(env: dict) -> None:
 def test_dry_diff_after_a_pin_change_shows_it_and_changes_nothing(env: dict) -> None:
     img = env["runs"]["converged"]
     rendered = host_file(env, "build-1", REQUIREMENTS)
-    dry = run(env, "deploy.py", "--dry", "--diff", build_tag=NEW_BUILD)
+    dry = dry_diff(env, NEW_BUILD)
     assert dry.ok, dry.describe()
     out = dry.output
     added = [line for line in out.splitlines() if f"-{NEW_BUILD}-cp311" in line]
@@ -197,7 +206,7 @@ def test_a_file_removed_locally_is_gone_on_the_host(env: dict) -> None:
     notes = "services/comfy/core/app/NOTES.txt"
     assert host_file(env, "build-1", notes), "the fixture's file should be on the host"
     (env["dir"] / notes).unlink()
-    preview = run(env, "deploy.py", "--dry", "--diff", build_tag=NEW_BUILD)
+    preview = dry_diff(env, NEW_BUILD)
     assert preview.ok, preview.describe()
     assert f"- {notes}" in preview.output, preview.output
     assert "ustar" not in preview.output  # never the archive's bytes
@@ -211,6 +220,8 @@ def test_a_file_removed_locally_is_gone_on_the_host(env: dict) -> None:
 
 
 def test_a_fresh_build_host_bakes_every_step_from_the_fleets_cache(env: dict) -> None:
+    """build-2 bakes with bake_cache_ref and exports the cache; build-3, empty, bakes
+    the same inputs with every step CACHED (counted from bake's plain log)."""
     cache = env["cache_ref"]
     first = run(env, build_tag=NEW_BUILD, limit="build-2", bake_cache_ref=cache)
     assert first.ok, first.describe()
@@ -219,8 +230,10 @@ def test_a_fresh_build_host_bakes_every_step_from_the_fleets_cache(env: dict) ->
     fresh = run(env, build_tag=NEW_BUILD, limit="build-3", bake_cache_ref=cache)
     assert fresh.ok, fresh.describe()
     assert fresh.status("build-3", BAKE_OP) == "changed"
+    log = bake_log(env, "build-3")
     progress = BakeProgress()
-    progress.feed(bake_log(env, "build-3"))
-    assert progress.executed_steps() == [], progress.summary()
+    progress.feed(log)
+    assert progress.executed_steps() == [], progress.summary() + "\n" + log[-3000:]
     assert len(progress.cached_steps()) >= 7, progress.summary()
+    assert "importing cache manifest from " + cache in log
     assert image(env, "build-3")["inputs"] == image(env, "build-2")["inputs"]

@@ -39,7 +39,7 @@ import harness  # noqa: E402
 from conftest import _skip_without_engine  # noqa: E402
 
 from sagefleet.offline import build_wheelhouse, serve_wheelhouse  # noqa: E402
-from tests.offline_pins import offline_pins  # noqa: E402
+from tests.offline_pins import group_file, offline_pins  # noqa: E402
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,9 +175,12 @@ def env(tmp_path_factory):
         url = stack.enter_context(serve_wheelhouse(wheelhouse, gw))
         overrides = tmp / "group_data"
         overrides.mkdir()
+        bake_variables = {
+            **group_file("offline")["bake_variables"],
+            "REGISTRY_URL": reg["host"] + "/sagefleet",
+        }
         (overrides / "offline.py").write_text(
-            f"registry_url = {reg['host'] + '/sagefleet'!r}\n"
-            "health_timeout_s = 15\nrollout_batch_size = 2\n"
+            f"bake_variables = {bake_variables!r}\nhealth_timeout_s = 15\nrollout_batch_size = 2\n"
         )
         pw_file = tmp / "registry-password"
         pw_file.write_text(reg["password"] + "\n")

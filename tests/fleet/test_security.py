@@ -18,6 +18,8 @@ import harness
 import pytest
 from fleet_deploy import BAKE_OP, FleetDeploy, wheels_with
 
+from tests.offline_pins import group_file
+
 pytestmark = pytest.mark.fleet
 
 MARK = "/tmp/sagefleet-pwned"
@@ -28,12 +30,25 @@ def project(fleet: harness.Fleet) -> FleetDeploy:
     return FleetDeploy.of(fleet)
 
 
+def bake_vars(**over: str) -> dict[str, str]:
+    """The offline profile's bake_variables with some values replaced."""
+    return {**group_file("offline")["bake_variables"], **over}
+
+
 # (source, key, value): every value would create MARK-<id> if a shell ever ran it.
 PAYLOADS = {
-    "subst": ("group", "image_label", f"x$(touch {MARK}-subst)"),
-    "backticks": ("group", "registry_url", f"localhost/x`touch {MARK}-backticks`"),
+    "subst": ("group", "bake_variables", bake_vars(IMAGE_LABEL=f"x$(touch {MARK}-subst)")),
+    "backticks": (
+        "group",
+        "bake_variables",
+        bake_vars(REGISTRY_URL=f"localhost/x`touch {MARK}-backticks`"),
+    ),
     "semicolon": ("group", "build_dir", f"/opt/x;touch {MARK}-semicolon"),
-    "and": ("host", "base_image", f"sagefleet/base:bookworm&&touch {MARK}-and"),
+    "and": (
+        "host",
+        "bake_variables",
+        bake_vars(BASE_IMAGE=f"sagefleet/base:bookworm&&touch {MARK}-and"),
+    ),
     "newline": ("group", "sage_release_base", f"http://172.17.0.1:1/x\ntouch {MARK}-newline"),
     "quotes": ("data", "bake_target", f"complete-cuda';touch {MARK}-quotes;'"),
     "dquotes": ("group", "extra_requirements", [f'piexif==1.1.3";touch {MARK}-dquotes;"']),

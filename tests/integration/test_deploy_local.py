@@ -17,7 +17,7 @@ import pytest
 from sagefleet.commands import INPUTS_LABEL, previous_tag
 from sagefleet.offline import build_wheelhouse, serve_wheelhouse
 from tests.conftest import require_engine, run_pyinfra
-from tests.offline_pins import offline_pins
+from tests.offline_pins import group_file, offline_pins
 
 pytestmark = pytest.mark.engine
 
@@ -55,6 +55,7 @@ def project(tmp_path_factory):
         build_wheelhouse(offline_pins(sage_wheels_build=tag), wheelhouse)
     run_id = uuid.uuid4().hex[:8]
     registry = f"localhost/sagefleet-it-{run_id}"
+    bake_variables = {**group_file("offline")["bake_variables"], "REGISTRY_URL": registry}
     overrides = tmp / "group_data"
     overrides.mkdir()
     with serve_wheelhouse(wheelhouse, gw) as url:
@@ -70,7 +71,8 @@ def project(tmp_path_factory):
             },
         }
         proj["set_pins"] = lambda build_tag: (overrides / "offline.py").write_text(
-            f"registry_url = {registry!r}\nbuild_dir = {proj['build_dir']!r}\n" + wheels(build_tag)
+            f"bake_variables = {bake_variables!r}\nbuild_dir = {proj['build_dir']!r}\n"
+            + wheels(build_tag)
         )
         proj["set_pins"](OLD_BUILD)
         yield proj

@@ -56,13 +56,19 @@ class FakeHost:
 
 
 def command_data(command: Any) -> Any:
-    """A yielded command as fixture data: a string, or {"upload": dest}."""
+    """A yielded command as fixture data: a string, {"upload": dest}, or
+    {"bake_followed": shell, "log": path} (a bake whose progress the control machine shows)."""
     if isinstance(command, str):
         return command.strip()  # as pyinfra.api.operation does before running it
     if isinstance(command, StringCommand):
         return command.get_raw_value()
     if isinstance(command, FileUploadCommand):
         return {"upload": command.dest}
+    from sagefleet.operations.progress import BakeCommand
+
+    if isinstance(command, BakeCommand):
+        # Runs command.shell on the host while following its log from here.
+        return {"bake_followed": command.shell, "log": command.log_path}
     raise TypeError(f"unexpected command {command!r}")
 
 

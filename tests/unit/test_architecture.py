@@ -17,6 +17,7 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 FORBIDDEN = {
     "probe": {"*"},  # shipped alone into the image
     "pins": {"*"},  # pure; checked before any host is contacted
+    "bake": {"facts", "operations", "deploys", "rollout", "report", "validation", "inputs"},
     "gate": {"facts", "operations", "deploys", "rollout", "report", "validation"},
     "commands": {"*"},
     "facts": {"operations", "deploys", "rollout", "report", "validation"},
@@ -24,7 +25,7 @@ FORBIDDEN = {
     "deploys": {"rollout", "validation"},
 }
 # rooms that must not import pyinfra at all
-NO_PYINFRA = {"probe", "pins", "gate", "commands", "fleet", "project"}
+NO_PYINFRA = {"probe", "pins", "bake", "gate", "commands", "fleet", "project", "manifest"}
 
 
 def _room(path: Path) -> str:

@@ -34,13 +34,48 @@ def test_fail_quotes_the_message():
     )
 
 
-def test_extract_context():
-    assert commands.extract_context(
-        "/opt/b/context.tar", "/opt/b/context", "/opt/b/context.digest", "abc"
-    ) == (
-        "mkdir -p /opt/b/context && tar -xf /opt/b/context.tar -C /opt/b/context "
-        "--no-same-owner --overwrite && printf '%s\\n' abc > /opt/b/context.digest"
-    )
+def test_replace_context_switches_atomically_and_drops_removed_files(tmp_path):
+    """Real tar, real shell: the new context replaces the old one in one rename of a
+    symlink; a file removed locally is gone, the rendered requirements survive."""
+    import io
+    import tarfile
+
+    b = tmp_path / "b"
+    (b / "context" / "svc").mkdir(parents=True)  # a context directory of an older sagefleet
+    (b / "context" / "svc" / "removed.txt").write_text("old\n")
+    (b / "context" / "svc" / "extra-requirements.txt").write_text("rendered\n")
+    (b / "context.manifest.tmp").write_text("manifest\n")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("svc/Dockerfile")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"FROM\n"))
+    (b / "context.tar").write_bytes(buf.getvalue())
+
+    def replace(digest: str) -> None:
+        command = commands.replace_context(
+            str(b), str(b / "context.tar"), str(b / "context.manifest.tmp"), digest,
+            "svc/extra-requirements.txt",
+        )  # fmt: skip
+        res = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+
+    replace("d1")
+    ctx = b / "context"
+    assert ctx.is_symlink() and os.readlink(ctx) == "context.d/d1"
+    assert sorted(p.name for p in (ctx / "svc").iterdir()) == [
+        "Dockerfile", "extra-requirements.txt",
+    ]  # fmt: skip
+    assert (ctx / "svc" / "extra-requirements.txt").read_text() == "rendered\n"
+    assert (b / "context.digest").read_text() == "d1\n"
+    assert (b / "context.manifest").read_text() == "manifest\n"
+    assert not (b / "context.tar").exists()
+    (b / "context.tar").write_bytes(buf.getvalue())
+    (b / "context.manifest.tmp").write_text("manifest 2\n")
+    replace("d2")
+    assert os.readlink(ctx) == "context.d/d2"
+    assert sorted(p.name for p in (b / "context.d").iterdir()) == ["d2"]
+    assert (ctx / "svc" / "extra-requirements.txt").read_text() == "rendered\n"
 
 
 def test_probe_passes_the_workload_seq_lens():
@@ -62,7 +97,8 @@ def test_git_context():
         "https://g/x.git", "v1", "/opt/b/context", "/opt/b/context.digest", "abc"
     ) == (
         "if [ -d /opt/b/context/.git ]; then git -C /opt/b/context fetch --depth 1 origin v1; "
-        "else rm -rf /opt/b/context && git clone --no-checkout https://g/x.git /opt/b/context "
+        "else rm -rf /opt/b/context /opt/b/context.manifest && "
+        "git clone --no-checkout https://g/x.git /opt/b/context "
         "&& git -C /opt/b/context fetch --depth 1 origin v1; fi && "
         "git -C /opt/b/context checkout --force FETCH_HEAD && "
         "printf '%s\\n' abc > /opt/b/context.digest"
@@ -86,10 +122,11 @@ def test_bake_without_load():
         + "cd /opt/b/context || exit 1; "
         "if docker image inspect reg/img:latest >/dev/null 2>&1; then "
         "docker tag reg/img:latest reg/img:latest-previous; fi && "
-        "env A=1 B='x y' docker buildx bake -f docker-bake.hcl --progress=plain complete-cuda "
-        ">/opt/b/bake.log 2>&1 || { rc=$?; printf '%s\\n' "
+        'printf \'sagefleet-bake %s-%s\\n\' "$$" "$(date +%s%N)" >/opt/b/bake.log && '
+        "{ env A=1 B='x y' docker buildx bake -f docker-bake.hcl --progress=plain complete-cuda "
+        ">>/opt/b/bake.log 2>&1 || { rc=$?; printf '%s\\n' "
         "'sagefleet: bake of complete-cuda failed; last lines of /opt/b/bake.log:' >&2; "
-        "tail -n 5 /opt/b/bake.log >&2; exit $rc; }"
+        "tail -n 5 /opt/b/bake.log >&2; exit $rc; }; }"
     )
 
 
@@ -206,18 +243,24 @@ def test_failed_bake_reports_the_log_tail_and_status(tmp_path, value):
     command = commands.bake("ctx", ["b.hcl"], "T" + value, {}, "img", "../bake.log", "../lock")
     result, _ = run_sh(tmp_path, command, BAKE_RC="3")
     assert result.returncode == 3
-    assert result.stderr == f"sagefleet: bake of T{value} failed; last lines of ../bake.log:\n"
+    header, first, *rest = result.stderr.split("\n")
+    assert header == f"sagefleet: bake of T{value} failed; last lines of ../bake.log:"
+    # The log holds only this bake's first line (the stub printed nothing).
+    assert first.startswith(f"{commands.LOG_FIRST_LINE} ") and rest == [""]
 
 
 @pytest.mark.parametrize("value", HOSTILE)
-def test_extract_context_never_runs_its_values(tmp_path, value):
-    command = commands.extract_context("A" + value, "C" + value, "M" + value, value)
+def test_replace_context_never_runs_its_values(tmp_path, value):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / ("M" + value)).write_text("manifest\n")
+    command = commands.replace_context("B" + value, "A" + value, "M" + value, value, "K" + value)
     result, calls = run_sh(tmp_path, command)
     assert result.returncode == 0, result.stderr
-    assert calls == [
-        ["tar", "-xf", "A" + value, "-C", "C" + value, "--no-same-owner", "--overwrite", "V="]
-    ]
-    assert (tmp_path / "work" / ("M" + value)).read_text() == value + "\n"
+    new = f"B{value}/context.d/{value}"
+    assert calls == [["tar", "-xf", "A" + value, "-C", new + ".tmp", "--no-same-owner", "V="]]
+    assert (tmp_path / "work" / f"B{value}" / "context.digest").read_text() == value + "\n"
+    assert os.readlink(tmp_path / "work" / f"B{value}" / "context") == f"context.d/{value}"
+    assert not (tmp_path / "work" / "pwned").exists()
 
 
 @pytest.mark.parametrize("value", HOSTILE)

@@ -7,6 +7,7 @@ import tarfile
 
 import pytest
 
+from sagefleet.commands import content_mtime
 from sagefleet.inputs import REQUIREMENTS_PATH, context_tarball, inputs_hash
 
 
@@ -34,10 +35,30 @@ def test_tarball_is_deterministic(project):
     with tarfile.open(fileobj=io.BytesIO(first.tar)) as tar:
         members = tar.getmembers()
     assert [m.name for m in members] == list(first.files)
-    assert {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in members} == {
-        (0, 0, 0, "root", "root")
+    assert {(m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, "root", "root")}
+    # mtime comes from the content: the same everywhere, never one constant for all
+    # files (BuildKit re-sends a context file only when its size or mtime changed).
+    data = {
+        m.name: tarfile.open(fileobj=io.BytesIO(first.tar)).extractfile(m).read() for m in members
     }
+    assert {m.name: m.mtime for m in members} == {n: content_mtime(d) for n, d in data.items()}
     assert {m.name: m.mode for m in members}["services/comfy/complete/run.sh"] == 0o755
+
+
+def test_a_same_size_edit_changes_the_files_mtime(project):
+    before = context_tarball(PATHS, project)
+    dockerfile = project / "services/comfy/complete/Dockerfile"
+    text = dockerfile.read_text()
+    dockerfile.write_text(text.replace(text[0], "X" if text[0] != "X" else "Y", 1))
+    after = context_tarball(PATHS, project)
+
+    def mtimes(t):
+        with tarfile.open(fileobj=io.BytesIO(t.tar)) as tar:
+            return {m.name: (m.size, m.mtime) for m in tar.getmembers()}
+
+    old, new = mtimes(before), mtimes(after)
+    name = "services/comfy/complete/Dockerfile"
+    assert old[name][0] == new[name][0] and old[name][1] != new[name][1]
 
 
 def test_tarball_leaves_out_caches_and_the_rendered_requirements(project):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sagefleet.pins import KNOWN_KEYS, MISSING, GitContext, PinError, Pins, validate
+from sagefleet.pins import KNOWN_KEYS, MISSING, GitContext, LocalDir, PinError, Pins, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL = "group_data/all.py"
@@ -61,7 +61,10 @@ def test_all_py_validates_and_derives_names():
     assert pins.image.wheel("SageAttention") is sa  # looked up canonically
     assert pins.image.wheel("flash-attn") is None
     assert pins.image.require_sageattn3 is False
-    assert pins.image.ref == "ghcr.io/pixeloven/comfyui-docker/complete-cuda:latest"
+    assert pins.image.bake_variables["REGISTRY_URL"] == "ghcr.io/pixeloven"
+    assert pins.image.bake_variables["TORCH_VERSION"] == pins.image.torch_version
+    assert pins.image.requirements_path is None and pins.image.image_tag is None
+    assert pins.build.bake_cache_ref is None
     assert pins.image.extra_requirements[0] == "triton==3.5.0"
     assert pins.image.bake_files == ("docker-bake.hcl",)
     assert pins.image.build_context is None and pins.build.pip_ca_bundle is None
@@ -145,8 +148,14 @@ def test_other_good_values():
                 },
                 "sage_wheel_platform": "manylinux_2_28_aarch64",
                 "extra_requirements": ["Triton == 3.5.0", "diffusers[torch]==0.35.2"],
-                "registry_url": "localhost:5000/sagefleet",
-                "base_image": "nvidia/cuda@sha256:" + "a" * 64,
+                "bake_variables": {
+                    "REGISTRY_URL": "localhost:5000/sagefleet/",
+                    "BASE_IMAGE": "nvidia/cuda@sha256:" + "a" * 64,
+                    "lower_case_ok": "x",
+                },
+                "requirements_path": "services/complete/reqs.txt",
+                "image_tag": "localhost:5000/sagefleet/complete:cuda-cache",
+                "bake_cache_ref": "localhost:5000/team/comfyui-cache",
                 "pip_ca_bundle": "/etc/ssl/corp-ca.pem",
                 "min_free_disk_gb": 0,
             }
@@ -156,9 +165,25 @@ def test_other_good_values():
         "https://github.com/pixeloven/ComfyUI-Docker", "v1"
     )
     assert pins.image.extra_requirements == ("Triton==3.5.0", "diffusers[torch]==0.35.2")
-    assert pins.image.ref == "localhost:5000/sagefleet/comfyui-docker/complete-cuda:latest"
+    assert pins.image.bake_variables == {
+        "BASE_IMAGE": "nvidia/cuda@sha256:" + "a" * 64,
+        "REGISTRY_URL": "localhost:5000/sagefleet/",
+        "lower_case_ok": "x",
+    }
+    assert pins.image.requirements_path == "services/complete/reqs.txt"
+    assert pins.image.image_tag == "localhost:5000/sagefleet/complete:cuda-cache"
+    assert pins.build.bake_cache_ref == "localhost:5000/team/comfyui-cache"
     pins = validate(merged({"build_context": ["services", "docker-bake.hcl"]}))
     assert pins.image.build_context == ("services", "docker-bake.hcl")
+    pins = validate(merged({"build_context": {"dir": "/srv/ComfyUI-Docker"}}))
+    assert pins.image.build_context == LocalDir("/srv/ComfyUI-Docker")
+
+
+def test_vcs_requirement_pinned_to_a_full_commit_is_accepted():
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    req = f"sam2 @ git+https://github.com/facebookresearch/sam2.git@{sha}"
+    pins = validate(merged({"extra_requirements": [req, "piexif==1.1.3"]}))
+    assert pins.image.extra_requirements[0] == req
 
 
 def test_foreign_and_extra_keys_are_ignored():
@@ -193,8 +218,17 @@ def test_pins_imports_no_pyinfra():
 
 META = "whitespace, quotes and shell metacharacters are refused"
 LINUX = "a Linux platform tag like 'linux_x86_64' or 'manylinux_2_28_x86_64'"
-PINNED = "must be pinned exactly with one == (e.g. 'triton==3.5.0')"
-CONTEXT = "must be None, a list of relative paths, or {'git': URL, 'ref': REF}"
+PINNED = (
+    "must be pinned exactly with one == (e.g. 'triton==3.5.0'): a range lets pip pick another "
+    "version on the next bake, so the same pins could build a different image (idempotence "
+    "needs one exact version)"
+)
+MOVES = (
+    "is not a full 40-hex commit: a branch, tag or short ref can move, so the same pins could "
+    "build a different image (idempotence needs the commit SHA)"
+)
+SAM2 = "sam2 @ git+https://github.com/facebookresearch/sam2.git"
+CONTEXT = "must be None, a list of relative paths, {'dir': PATH} or {'git': URL, 'ref': REF}"
 B = GROUP
 
 BAD = [
@@ -437,7 +471,30 @@ BAD = [
         "URL requirement",
         {"extra_requirements": ["triton @ https://x.org/triton.whl"]},
         f"{B}: extra_requirements[0] = 'triton @ https://x.org/triton.whl': "
-        "URL requirements are refused; pin a version with ==",
+        "a URL requirement must be 'name @ git+https://host/repo@<40-hex commit>' "
+        "(other URLs can serve other bytes later; pin a version with == instead)",
+    ),
+    (
+        "VCS requirement on a branch",
+        {"extra_requirements": [SAM2 + "@main"]},
+        f"{B}: extra_requirements[0] = '{SAM2}@main': ref 'main' {MOVES}",
+    ),
+    (
+        "VCS requirement on a short commit",
+        {"extra_requirements": [SAM2 + "@2b90b9f"]},
+        f"{B}: extra_requirements[0] = '{SAM2}@2b90b9f': ref '2b90b9f' {MOVES}",
+    ),
+    (
+        "VCS requirement without a ref",
+        {"extra_requirements": [SAM2]},
+        f"{B}: extra_requirements[0] = '{SAM2}': no ref {MOVES}",
+    ),
+    (
+        "VCS requirement over http",
+        {"extra_requirements": ["sam2 @ git+http://git.lan/sam2@" + "a" * 40]},
+        f"{B}: extra_requirements[0] = 'sam2 @ git+http://git.lan/sam2@{'a' * 40}': "
+        "a URL requirement must be 'name @ git+https://host/repo@<40-hex commit>' "
+        "(other URLs can serve other bytes later; pin a version with == instead)",
     ),
     (
         "marker",
@@ -494,41 +551,53 @@ BAD = [
         f"{B}: bake_target = 'complete&&id': contains '&': {META}",
     ),
     (
-        "bake_target uppercase",
-        {"bake_target": "Complete-CUDA"},
-        f"{B}: bake_target = 'Complete-CUDA': must be lowercase (it names the image repository)",
+        "bake variable name not an identifier",
+        {"bake_variables": {"REGISTRY-URL": "x"}},
+        f"{B}: bake_variables = 'REGISTRY-URL': "
+        "a variable name must be an identifier ([A-Za-z_][A-Za-z0-9_]*)",
     ),
     (
-        "image_label with a quote",
-        {"image_label": "latest'"},
-        f'{B}: image_label = "latest\'": contains "\'": {META}',
+        "bake variable value with a quote",
+        {"bake_variables": {"IMAGE_LABEL": "latest'"}},
+        f'{B}: bake_variables.IMAGE_LABEL = "latest\'": contains "\'": {META}',
     ),
     (
-        "image_label starting with a dash",
-        {"image_label": "-latest"},
-        f"{B}: image_label = '-latest': not a tag matching [A-Za-z0-9][A-Za-z0-9._-]*",
+        "bake variable value with a command",
+        {"bake_variables": {"BASE_IMAGE": "ubuntu|sh"}},
+        f"{B}: bake_variables.BASE_IMAGE = 'ubuntu|sh': contains '|': {META}",
     ),
     (
-        "registry_url with a scheme",
-        {"registry_url": "https://ghcr.io/pixeloven"},
-        f"{B}: registry_url = 'https://ghcr.io/pixeloven': "
-        "must not have a scheme (e.g. 'ghcr.io/pixeloven')",
+        "bake variable value not a string",
+        {"bake_variables": {"IMAGE_LABEL": 3}},
+        f"{B}: bake_variables.IMAGE_LABEL = 3: must be a string, not int",
     ),
     (
-        "registry_url uppercase",
-        {"registry_url": "ghcr.io/PixelOven"},
-        f"{B}: registry_url = 'ghcr.io/PixelOven': must be lowercase",
+        "bake variables a list",
+        {"bake_variables": ["REGISTRY_URL=x"]},
+        f"{B}: bake_variables = ['REGISTRY_URL=x']: must be a dict of NAME -> value",
     ),
     (
-        "base_image with a command",
-        {"base_image": "ubuntu|sh"},
-        f"{B}: base_image = 'ubuntu|sh': contains '|': {META}",
+        "TORCH_VERSION differs from torch_version",
+        {"bake_variables": {"TORCH_VERSION": "2.8.0"}},
+        f"{B}: bake_variables.TORCH_VERSION = '2.8.0': differs from torch_version '2.9.0' "
+        "(the gate checks the image's torch against torch_version)",
     ),
     (
-        "base_image not a reference",
-        {"base_image": "nvidia/CUDA:12"},
-        f"{B}: base_image = 'nvidia/CUDA:12': not a Docker image reference like "
-        "'nvidia/cuda:12.9.1-cudnn-runtime-ubuntu24.04'",
+        "requirements_path outside the context",
+        {"requirements_path": "../extra.txt"},
+        f"{B}: requirements_path = '../extra.txt': path must not contain '..'",
+    ),
+    (
+        "image_tag not a reference",
+        {"image_tag": "Reg/X:tag"},
+        f"{B}: image_tag = 'Reg/X:tag': not one of the bake target's tags, e.g. 'reg/x:tag'",
+    ),
+    (
+        "bake_cache_ref with a tag",
+        {"bake_cache_ref": "reg.example/cache:tag"},
+        f"{B}: bake_cache_ref = 'reg.example/cache:tag': not a registry repository like "
+        "'registry.example:5000/team/comfyui-cache' (lowercase, no scheme, no tag: "
+        "sagefleet adds one tag per target)",
     ),
     (
         "no bake files",
@@ -580,7 +649,7 @@ BAD = [
     (
         "build_context unknown key",
         {"build_context": {"git": "https://github.com/x/y", "ref": "v1", "branch": "main"}},
-        f"{B}: build_context.branch = 'main': unknown key (expected git, ref)",
+        f"{B}: build_context.branch = 'main': unknown key (expected dir, or git and ref)",
     ),
     (
         "build_context ref with a command",

@@ -27,8 +27,8 @@ from pyinfra.api import FunctionCommand, StringCommand
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.api.util import print_host_combined_output
 
-from .bake import BakeProgress, Step, format_bar, format_step
-from .commands import q
+from ..bake import BakeProgress, Step, format_bar, format_step
+from ..commands import q
 
 POLL_S = 1.0
 SLOWEST = 3
