@@ -44,3 +44,41 @@ def test_first_context_shows_everything_added_and_long_lists_are_cut():
     change = diff(None, after)
     assert len(change.added) == 50
     assert change.lines(limit=3) == ["+ f000", "+ f001", "+ f002", "... and 47 more"]
+
+
+def test_build_context_diff_lists_paths_never_archive_bytes(caplog):
+    """--dry --diff of a changed tarball context: one line per added/removed/changed
+    path (from the host's manifest), and nothing of the tarball itself."""
+    import logging
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fakehost import FakeHost, command_data, using
+    from pyinfra.context import ctx_state
+
+    from sagefleet.operations import build as ops
+
+    host = FakeHost(
+        {
+            "ContextMarker": {"marker_path=/b/context.digest": "1" * 64},
+            "ContextManifest": {
+                "path=/b/context.manifest": {"keep": [A, "644"], "gone.txt": [A, "644"]}
+            },
+        }
+    )
+    tar = b"ustar-like bytes \x00\x01 that must never be printed"
+    manifest = format_manifest([("keep", A, "644"), ("new/file.py", B, "755")])
+    with using(host), caplog.at_level(logging.INFO, logger="pyinfra"):
+        ctx_state.get().config.DIFF = True
+        commands = [
+            command_data(c)
+            for c in ops.build_context._inner(
+                build_dir="/b", tar=tar, digest="2" * 64, manifest=manifest
+            )
+        ]
+    lines = [r.getMessage() for r in caplog.records]
+    assert "[fakehost]   + new/file.py" in lines and "[fakehost]   - gone.txt" in lines
+    assert not any("keep" in x for x in lines)
+    assert not any("ustar" in x or "\x00" in x for x in lines)
+    assert commands[1:3] == [{"upload": "/b/context.tar"}, {"upload": "/b/context.manifest.tmp"}]
