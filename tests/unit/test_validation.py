@@ -78,7 +78,7 @@ def _deploy(fleet: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def test_bad_pins_stop_the_run_before_any_connection(victim):
     listener, fleet = victim
-    proc = _deploy(fleet, "--data", "image_label=bad;label")
+    proc = _deploy(fleet, "--data", "bake_target=bad;label")
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, output
     assert "invalid pins, no host was contacted" in output
