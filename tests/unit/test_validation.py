@@ -82,7 +82,7 @@ def test_bad_pins_stop_the_run_before_any_connection(victim):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, output
     assert "invalid pins, no host was contacted" in output
-    assert "--data: image_label = 'bad;label'" in output
+    assert "--data: bake_target = 'bad;label'" in output
     assert listener.connections == 0, output
 
 
