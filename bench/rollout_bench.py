@@ -105,8 +105,14 @@ def rollout_fleet(stack: contextlib.ExitStack, n: int, work: Path, env: dict) ->
     )
     overrides = work / "group_data"
     overrides.mkdir()
+    from tests.offline_pins import group_file
+
+    bake_variables = {
+        **group_file("offline")["bake_variables"],
+        "REGISTRY_URL": reg["host"] + "/sagefleet",
+    }
     (overrides / "offline.py").write_text(
-        f"registry_url = {reg['host'] + '/sagefleet'!r}\nhealth_timeout_s = 60\n"
+        f"bake_variables = {bake_variables!r}\nhealth_timeout_s = 60\n"
     )
     pw = work / "registry-password"
     pw.write_text(reg["password"] + "\n")
