@@ -107,11 +107,15 @@ registry_auth_file = None
 state_dir = "/var/lib/sagefleet"  # on each host: previous digest, registry config, probe results
 service_name = "comfyui"  # the container's name on GPU nodes
 service_port = 8188  # published on the node; the health check asks http://127.0.0.1:<port>/
+service_listen = "127.0.0.1"  # the address the port is published on; "0.0.0.0": every interface
 service_restart = "unless-stopped"
 service_volumes = {  # host path: container path
     "/opt/comfyui/models": "/app/ComfyUI/models",
     "/opt/comfyui/output": "/app/ComfyUI/output",
 }
+# Mounting system paths (/etc, /root, /home, the Docker socket, build_dir, state_dir)
+# into the service is refused unless this is True (docs/security.md).
+allow_sensitive_volumes = False
 service_cli_args = []  # CLI_ARGS; --use-sage-attention is added where the node's probe says so
 health_timeout_s = 60  # the port must answer within this; then no restart and no fallback line
 rollout_batch_size = 2  # nodes per batch after the canary group

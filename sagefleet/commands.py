@@ -205,14 +205,22 @@ def health_restarts_path(state_dir: str) -> str:
     return f"{state_dir}/health-restarts"
 
 
-def await_service(name: str, port: int, timeout_s: float, settle_s: float, state_dir: str) -> str:
-    """Wait up to timeout_s for http://127.0.0.1:<port>/ to answer, record the container's
+def await_service(
+    name: str,
+    port: int,
+    timeout_s: float,
+    settle_s: float,
+    state_dir: str,
+    listen: str = "127.0.0.1",
+) -> str:
+    """Wait up to timeout_s for http://<listen>:<port>/ (127.0.0.1 for a wildcard listen)
+    to answer, record the container's
     restart count, then wait until it has run settle_s (a restart loop shows as a higher
     count after it). A restart resets the container's StartedAt, so a container that has
     run settle_s already is not watched again: a node where nothing changed does not wait
     (no container: nothing to watch). Exits 0 either way: the ServiceHealth fact judges
     what it finds."""
-    url = f"http://127.0.0.1:{int(port)}/"
+    url = f"http://{health_host(listen)}:{int(port)}/"
     restarts = q(health_restarts_path(state_dir))
     look = f"docker container inspect -f '{{{{.RestartCount}}}} {{{{.State.StartedAt}}}}' {q(name)}"
     return (
@@ -288,21 +296,37 @@ def service_args(
     gpu_flags: Sequence[str],
     settings: str,
     network: str | None = None,
+    listen: str = "127.0.0.1",
 ) -> list[str]:
     """The `docker run` argv of the ComfyUI service container. network None: the
-    default bridge, port published; a name (e.g. "host"): that network, no -p."""
+    default bridge, port published on listen; a name (e.g. "host"): that network, no -p."""
     argv = ["docker", "run", "-d", "--name", name, "--restart", restart]
     argv += ["--label", f"{SETTINGS_LABEL}={settings}"]
     if network is None:
-        argv += ["-p", f"{int(port)}:{int(port)}"]
+        argv += ["-p", publish_arg(listen, port)]
     else:
-        argv += ["--network", network]
+        argv += ["--network", network]  # no published port: service_listen does not apply
     argv += ["-e", f"COMFY_PORT={int(port)}"]
     argv += ["-e", "CLI_ARGS=" + " ".join(cli_args)]
     for src, dst in volumes:
         argv += ["-v", f"{src}:{dst}"]
     argv += list(gpu_flags)
     return [*argv, image]
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def publish_arg(listen: str, port: int) -> str:
+    """`-p` value publishing port on the address listen only (never all by default)."""
+    return f"{_url_host(listen)}:{int(port)}:{int(port)}"
+
+
+def health_host(listen: str) -> str:
+    """Where the node itself reaches a service listening on listen (URL host part)."""
+    loopback = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(listen, listen)
+    return _url_host(loopback)
 
 
 def start_service(

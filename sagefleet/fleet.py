@@ -105,5 +105,15 @@ def parse_fleet(doc: dict[str, Any], source: str) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise FleetError(f"{source}: hosts.{host}: expected a table of host data")
     for group, hosts in groups.items():
-        out[group] = [(h, dict(host_data.get(h, {}))) for h in hosts]
+        out[group] = [(h, _strict_host_keys(h, host_data.get(h, {}))) for h in hosts]
     return out
+
+
+def _strict_host_keys(host: str, data: dict[str, Any]) -> dict[str, Any]:
+    """SSH hosts of the fleet file: an unknown or changed host key is refused
+    (pyinfra's default trusts a new key); the host's own table may say
+    ssh_strict_host_key_checking = "accept-new" (trust on first use)."""
+    data = dict(data)
+    if not host.startswith("@"):
+        data.setdefault("ssh_strict_host_key_checking", "yes")
+    return data

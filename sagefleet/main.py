@@ -9,6 +9,7 @@ wheelhouse, STAND-IN wheels — and says so loudly.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if not offline:
         return run_deploy(args.pyinfra_args, env)
 
-    from .offline import build_wheelhouse, serve_wheelhouse
+    from .offline import build_wheelhouse, serve_wheelhouse, standin_sage_wheels
     from .pins import validate
 
     env[OFFLINE_ENV] = "1"
@@ -100,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 flush=True,
             )
-            rc = run_deploy(args.pyinfra_args, env)
+            # The stand-ins' hashes, so pip verifies every wheel it installs.
+            hashed = json.dumps(standin_sage_wheels(pins), separators=(",", ":"))
+            rc = run_deploy([*args.pyinfra_args, "--data", f"sage_wheels={hashed}"], env)
     if rc == 0 and "--dry" not in args.pyinfra_args:
         show_report(env)
     return rc

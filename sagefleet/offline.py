@@ -118,6 +118,21 @@ def standin_wheel_bytes(wheel: Wheel) -> bytes:
     return buf.getvalue()
 
 
+def standin_sage_wheels(pins: Pins) -> dict[str, dict[str, str]]:
+    """sage_wheels of pins, each with the sha256 of the stand-in wheel the wheelhouse
+    serves (stand-ins are byte-for-byte reproducible): the offline profile pins hashes
+    like a real fleet should, and pip verifies them."""
+    return {
+        w.name: {
+            "version": w.version,
+            "release_tag": w.release_tag,
+            "build_tag": w.build_tag,
+            "sha256": hashlib.sha256(standin_wheel_bytes(w)).hexdigest(),
+        }
+        for w in pins.image.wheels
+    }
+
+
 def build_wheelhouse(pins: Pins, root: Path) -> list[Path]:
     """Write every pinned wheel as a stand-in at <root>/<release_tag>/<file name>."""
     written = []

@@ -91,7 +91,8 @@ def _requirements(run: BuildRun) -> None:
 
 def _ca_bundle(run: BuildRun) -> None:
     if run.inputs.ca_path:
-        file_ops.put(
+        # Compared by hash: never diffed, read back or printed (--diff, -vvv).
+        file_ops.secret_put(
             name="CA bundle for pip (BuildKit secret)",
             src=run.pins.build.pip_ca_bundle,
             dest=run.inputs.ca_path,

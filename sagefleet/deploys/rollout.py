@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operation import OperationMeta
-from pyinfra.operations import files
 
 from ..commands import docker_config_json, registry_of
 from ..facts.build import PublishedImage
@@ -26,6 +24,7 @@ from ..facts.service import NodeState, ServiceState
 from ..gpu_access import choose
 from ..inputs import build_inputs
 from ..operations import build as build_ops
+from ..operations import secure as secure_ops
 from ..operations import service as service_ops
 from ..operations import snapshot as file_ops
 from ..operations.snapshot import Snapshot
@@ -73,14 +72,15 @@ def registry_login(pins, registry: str, snapshot: Snapshot | None = None) -> str
         return None
     config_dir = login_dir(pins)
     if snapshot is None:
-        files.directory(name="Registry login directory", path=config_dir, mode="700")
+        secure_ops.own_directory(name="Registry login directory", path=config_dir, mode="700")
     else:
         file_ops.directory(
             name="Registry login directory", path=config_dir, mode="700", snapshot=snapshot
         )
-    file_ops.put(
+    # Compared by hash: never diffed, read back or printed (--diff, -vvv).
+    file_ops.secret_put(
         name=f"Registry login for {registry}",
-        src=BytesIO(config),
+        src=config,
         dest=f"{config_dir}/config.json",
         mode="600",
         snapshot=snapshot,
@@ -115,6 +115,7 @@ def _service_kwargs(pins, image: str) -> dict:
         probe_dir=f"{pins.service.state_dir}/probe" if pins.service.verify_on_nodes else None,
         gpu_access=pins.service.gpu_access,
         network=pins.service.service_network,
+        listen=pins.service.service_listen,
     )
 
 
@@ -183,6 +184,7 @@ def rollout_node(
         port=pins.service.service_port,
         state_dir=pins.service.state_dir,
         timeout_s=pins.service.health_timeout_s,
+        listen=pins.service.service_listen,
         **check,
     )
     service_ops.health_check(
@@ -190,6 +192,7 @@ def rollout_node(
         container=pins.service.service_name,
         port=pins.service.service_port,
         state_dir=pins.service.state_dir,
+        listen=pins.service.service_listen,
         **check,
     )
     return NodePlan(image=image, before=before, service=service)
@@ -228,6 +231,7 @@ def preview_node(image: str | None = None, rollback: bool = False) -> dict:
         access.flags,
         use_sage,
         kw["network"],
+        kw["listen"],
     )
     reason = service_ops.restart_reason(svc["container"], image, settings)
     if access.problem:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pyinfra.api import FactBase
 
-from ..commands import HEALTH_FALLBACK_LINE, health_restarts_path, q
+from ..commands import HEALTH_FALLBACK_LINE, health_host, health_restarts_path, q
 from ..gpu_access import engine_gpu
 from .build import _path_value
 from .gpu import CDI_SPECS, DOCKER_INFO, cdi_specs
@@ -76,8 +76,8 @@ class ServiceHealth(FactBase):
     "restarts_after", "fallback_lines"}``.
     """
 
-    def command(self, container: str, port: int, state_dir: str) -> str:
-        url = f"http://127.0.0.1:{int(port)}/"
+    def command(self, container: str, port: int, state_dir: str, listen: str = "127.0.0.1") -> str:
+        url = f"http://{health_host(listen)}:{int(port)}/"
         return sectioned(
             {
                 "http": f"curl -fsS -o /dev/null --max-time 2 {q(url)} 2>/dev/null && echo ok || true",

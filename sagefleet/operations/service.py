@@ -76,15 +76,16 @@ def desired_service(
     gpu_flags: Sequence[str],
     use_sage: bool,
     network: str | None = None,
+    listen: str = "127.0.0.1",
 ) -> tuple[list[str], str]:
     """(docker run argv, settings hash) of the service as it should run."""
     args = list(cli_args) + (["--use-sage-attention"] if use_sage else [])
     bare = commands.service_args(
-        container, image, port, restart, volumes, args, gpu_flags, "", network
+        container, image, port, restart, volumes, args, gpu_flags, "", network, listen
     )
     settings = service_settings(bare)
     return commands.service_args(
-        container, image, port, restart, volumes, args, gpu_flags, settings, network
+        container, image, port, restart, volumes, args, gpu_flags, settings, network, listen
     ), settings
 
 
@@ -108,6 +109,7 @@ def service(
     gpu_access: str = "auto",
     network: str | None = None,
     snapshot: Snapshot | None = None,
+    listen: str = "127.0.0.1",
 ):
     """
     Run the ComfyUI container from exactly ``image`` (repo@sha256:...).
@@ -129,6 +131,8 @@ def service(
     + snapshot: the run's ``NodeState`` of this image, read with this container,
       state_dir and probe_dir; while it holds, its ``service``, ``gpu`` and ``probe``
       stand for the ``ServiceState``, ``EngineGpuAccess`` and ``ProbeResult`` facts
+    + listen: the node's address the port is published on (127.0.0.1 unless the
+      pins say otherwise: ``service_listen``)
 
     Idempotence: the running container's image reference and its
     ``org.sagefleet.settings`` label (hash of the whole ``docker run`` line, GPU
@@ -163,7 +167,7 @@ def service(
     if probe_dir:
         use_sage = use_sage_attention(_stored_probe(doc, image, probe_dir))
     argv, settings = desired_service(
-        container, image, port, restart, volumes, cli_args, access.flags, use_sage, network
+        container, image, port, restart, volumes, cli_args, access.flags, use_sage, network, listen
     )
     reason = restart_reason(svc["container"], image, settings)
     if reason is None:
@@ -177,7 +181,12 @@ def service(
 
 @operation()
 def await_service(
-    container: str, port: int, state_dir: str, timeout_s: float = 60, settle_s: float = 2
+    container: str,
+    port: int,
+    state_dir: str,
+    timeout_s: float = 60,
+    settle_s: float = 2,
+    listen: str = "127.0.0.1",
 ):
     """
     Wait for the service after a (re)start: its port answers, then it keeps running.
@@ -186,6 +195,7 @@ def await_service(
     + state_dir: the restart count before the settle time is kept there for ``ServiceHealth``
     + timeout_s: how long the port may take to answer
     + settle_s: how long the container must then keep running without a restart
+    + listen: the address the port is published on (``service_listen``)
 
     Runs whenever the operations run (it waits; it changes nothing), and counts as no
     change while pyinfra plans (change detection, ``--dry``). The ``ServiceHealth``
@@ -196,16 +206,17 @@ def await_service(
     if not state.is_executing:
         host.noop(f"{container} is waited for when the operations run")
         return
-    yield commands.await_service(container, port, timeout_s, settle_s, state_dir)
+    yield commands.await_service(container, port, timeout_s, settle_s, state_dir, listen)
 
 
 @operation()
-def health_check(container: str, port: int, state_dir: str):
+def health_check(container: str, port: int, state_dir: str, listen: str = "127.0.0.1"):
     """
     Fail the host unless its service is healthy (run after ``await_service``).
 
     + container, port: the service container and its published port
     + state_dir: where ``await_service`` recorded the restart count
+    + listen: the address the port is published on (``service_listen``)
 
     Reads ``ServiceHealth`` once when the operations run: healthy is a noop that says
     so; unhealthy fails the host with ``health check failed: <every problem>``. While
@@ -216,7 +227,9 @@ def health_check(container: str, port: int, state_dir: str):
     if not state.is_executing:
         host.noop(f"health of {container} is checked when the operations run")
         return
-    found = host.get_fact(ServiceHealth, container=container, port=port, state_dir=state_dir)
+    found = host.get_fact(
+        ServiceHealth, container=container, port=port, state_dir=state_dir, listen=listen
+    )
     if not found["healthy"]:
         yield commands.fail("health check failed: " + "; ".join(found["problems"]))
         return

@@ -21,6 +21,8 @@ from pyinfra.api import operation
 from pyinfra.api.util import get_template
 from pyinfra.operations import files
 
+from . import secure
+
 
 class Snapshot:
     """A ``BuildState`` document, valid until an operation of this run changes the host."""
@@ -89,20 +91,25 @@ def _local_sha1(src: str | IO[bytes]) -> str:
 @operation()
 def directory(path: str, mode: str, snapshot: Snapshot | None = None):
     """
-    A directory with this mode (``files.directory``), decided from the snapshot.
+    A directory sagefleet creates with this mode (``secure.own_directory``), decided
+    from the snapshot. One that exists keeps its mode: sagefleet never changes the
+    mode of a directory it did not create.
 
-    + path, mode: as for ``files.directory``
+    + path, mode: as for ``secure.own_directory``
     + snapshot: the run's ``BuildState`` (its ``build_dir_mode`` describes ``path``) or
       ``NodeState`` (its ``dirs``)
 
-    Idempotence: the snapshot's mode equal to ``mode`` means nothing to do; without a
-    (still valid) snapshot, ``files.directory`` decides from its own facts.
+    Idempotence: the snapshot saying the directory exists means nothing to do; without
+    a (still valid) snapshot, ``own_directory`` decides from its own fact.
     """
     doc = found(snapshot)
-    if doc is not None and _dir_mode(doc, path) == mode:
-        host.noop(f"directory {path} is in place (mode {mode})")
+    if doc is not None and _dir_mode(doc, path):
+        host.noop(f"{path} exists (its mode is left as it is)")
         return
-    yield from passthrough(snapshot, files.directory._inner(path=path, mode=mode))
+    if doc is not None:
+        yield from passthrough(snapshot, iter([secure.create_directory(path, mode)]))
+        return
+    yield from passthrough(snapshot, secure.own_directory._inner(path=path, mode=mode))
 
 
 @operation()
@@ -139,6 +146,28 @@ def template(
             **data,
         ),
     )
+
+
+@operation()
+def secret_put(src: str | bytes, dest: str, mode: str, snapshot: Snapshot | None = None):
+    """
+    Content that must never be printed (``secure.secret_file``), decided from the snapshot.
+
+    + src: path of a local file, or the bytes themselves; dest, mode: as for
+      ``secure.secret_file``
+    + snapshot: the run's ``BuildState`` or ``NodeState`` (sha1 and mode of ``dest``)
+
+    Idempotence: the content's sha1 and the mode equal to the snapshot's mean nothing
+    to do; else ``secret_file`` compares sha256 (never a diff, never a read).
+    """
+    data = src if isinstance(src, bytes) else None
+    sha1 = hashlib.sha1(data).hexdigest() if data is not None else sha1_file(src)
+    if _in_place(snapshot, dest, sha1, mode):
+        host.noop(f"{dest} is up to date")
+        return
+    if data is None:
+        data = Path(src).read_bytes()
+    yield from passthrough(snapshot, secure.secret_file._inner(src=data, dest=dest, mode=mode))
 
 
 @operation()

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from . import files, paths
 from .check import Checker
 
 BUILD_KEYS = (
@@ -38,9 +39,13 @@ class BuildPins:
 def check_build(c: Checker, data: Mapping[str, object]) -> BuildPins:
     """The build host's keys, in the order of group_data/all.py."""
     build_dir = c.abs_path("build_dir", data["build_dir"])
+    if reason := paths.directory_refusal(build_dir):
+        c.fail("build_dir", build_dir, reason)
     pip_ca_bundle = data.get("pip_ca_bundle")
     if pip_ca_bundle is not None:
         pip_ca_bundle = c.abs_path("pip_ca_bundle", pip_ca_bundle)
+        if reason := files.ca_bundle_refusal(pip_ca_bundle):
+            c.fail("pip_ca_bundle", pip_ca_bundle, reason)
     min_free = data["min_free_disk_gb"]
     if (
         isinstance(min_free, bool)

@@ -15,6 +15,9 @@ from urllib.parse import urlsplit
 
 from packaging.version import InvalidVersion, Version
 
+from .keys import SHELL_META as _SHELL_META
+from .limits import shown
+
 
 class _Missing:
     """The value of a required key that no source supplied."""
@@ -34,14 +37,11 @@ class PinError(ValueError):
         self.key = key
         self.value = value
         self.reason = reason
-        super().__init__(f"{source}: {key} = {value!r}: {reason}")
+        super().__init__(f"{source}: {key} = {shown(value)}: {reason}")
 
     def __reduce__(self):  # keep the exception picklable despite the 4-argument __init__
         return (type(self), (self.source, self.key, self.value, self.reason))
 
-
-# Characters a shell (or a quoted string) would interpret; refused in every value we check.
-_SHELL_META = frozenset("$`;&|<>'\"\\")
 
 # An image pinned by digest: what GPU nodes run.
 DIGEST_REF = re.compile(r"[^@\s]+@sha256:[0-9a-f]{64}")

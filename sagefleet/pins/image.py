@@ -7,12 +7,13 @@ rendered requirements or the tag). Pure: imports no pyinfra.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from . import agreement
 from .check import IMAGE_REF, MISSING, NAME, Checker, unknown_reason
 from .wheels import Wheel, check_wheels
 
@@ -114,7 +115,8 @@ class ImagePins:
                     "python_tag": w.python_tag,
                     "platform": w.platform,
                     "filename": w.filename,
-                    "url": w.url,
+                    "url": w.pip_url,
+                    "sha256": w.sha256,
                 }
                 for w in self.wheels
             ],
@@ -122,8 +124,15 @@ class ImagePins:
         }
 
 
-def check_image(c: Checker, data: Mapping[str, object]) -> ImagePins:
-    """The image's keys, in the order of group_data/all.py."""
+def check_image(
+    c: Checker,
+    data: Mapping[str, object],
+    group_layers: Sequence[tuple[str, Mapping[str, object]]] = (),
+    bake_platforms: Iterable[str] = (),
+) -> ImagePins:
+    """The image's keys, in the order of group_data/all.py, and their agreement
+    (sagefleet.pins.agreement): build tags and the torch index with torch/CUDA, the
+    wheel platform with the bake platforms, group requirements, name collisions."""
     # Checked first because the URL rules depend on it.
     local_wheelhouse = c.boolean("local_wheelhouse", data["local_wheelhouse"])
 
@@ -134,10 +143,19 @@ def check_image(c: Checker, data: Mapping[str, object]) -> ImagePins:
     torch_version = c.version("torch_version", data["torch_version"])
     cuda_version = c.version("cuda_version", data["cuda_version"])
     torch_index_url = c.url("torch_index_url", data["torch_index_url"], local_wheelhouse)
+    if reason := agreement.index_refusal(torch_index_url, cuda_version):
+        c.fail("torch_index_url", torch_index_url, reason)
     wheels = check_wheels(c, data, minor.group(1), local_wheelhouse)
+    if wheels and (reason := agreement.platform_refusal(wheels[0].platform, bake_platforms)):
+        c.fail("sage_wheel_platform", wheels[0].platform, reason)
+    for w in wheels:
+        if reason := agreement.build_tag_refusal(w.build_tag, torch_version, cuda_version):
+            c.fail(f"sage_wheels.{w.name}.build_tag", w.build_tag, reason)
     require_sageattn3 = c.boolean("require_sageattn3", data["require_sageattn3"])
     if require_sageattn3 and not any(w.name == "sageattn3" for w in wheels):
         c.fail("require_sageattn3", True, "requires a 'sageattn3' entry in sage_wheels")
+    if locked := agreement.locked_refusal(data, group_layers):
+        c.fail(locked[0], data[locked[0]], locked[1])
     extra_requirements = _requirements(c, data["extra_requirements"], wheels)
 
     bake_target = c.matching("bake_target", data["bake_target"], *_BAKE_TARGET)
@@ -236,6 +254,17 @@ def _requirements(c: Checker, value: object, wheels: tuple[Wheel, ...]) -> tuple
             c.fail(key, text, f"{name} is pinned twice (also extra_requirements[{seen[name]}])")
         seen[name] = i
         result.append(str(req))
+    names = [(f"sage_wheels.{w.name}", w.name) for w in wheels] + [("torch_version", "torch")]
+    written = {f"extra_requirements[{i}]": text for i, text in enumerate(items)}
+    names += [(f"extra_requirements[{i}]", Requirement(r).name) for i, r in enumerate(result)]
+    if clash := agreement.name_collision(names):
+        where, name, other_where, other = clash
+        c.fail(
+            where,
+            written.get(where, name),
+            f"{name!r} differs from {other!r} ({other_where}) only by separators: "
+            "the same package misspelt, or another one",
+        )
     return tuple(result)
 
 

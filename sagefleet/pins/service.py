@@ -6,10 +6,12 @@ rollout existed still validates. Pure: imports no pyinfra.
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 
+from . import files, limits, paths
 from .check import NAME, Checker
 
 # (pattern, what a value must be) per key checked against a pattern.
@@ -36,8 +38,10 @@ class ServicePins:
     registry_auth_file: str | None = None
     service_name: str = "comfyui"
     service_port: int = 8188
+    service_listen: str = "127.0.0.1"
     service_restart: str = "unless-stopped"
     service_volumes: tuple[tuple[str, str], ...] = ()
+    allow_sensitive_volumes: bool = False
     service_cli_args: tuple[str, ...] = ()
     health_timeout_s: float = 60.0
     rollout_batch_size: int = 2
@@ -52,22 +56,32 @@ class ServicePins:
 SERVICE_KEYS = tuple(f.name for f in fields(ServicePins))
 
 
-def check_service(c: Checker, data: Mapping[str, object]) -> ServicePins:
-    """The service keys, in the order of group_data/all.py (missing: the default)."""
+def check_service(c: Checker, data: Mapping[str, object], own: Iterable[str] = ()) -> ServicePins:
+    """The service keys, in the order of group_data/all.py (missing: the default).
+
+    + own: sagefleet's other directories on the host (build_dir), which a service
+      volume may not expose (sagefleet.pins.paths)
+    """
     defaults = ServicePins()
 
     def get(key: str) -> object:
         return data.get(key, getattr(defaults, key))
 
     state_dir = c.abs_path("state_dir", get("state_dir"))
+    if reason := paths.directory_refusal(state_dir):
+        c.fail("state_dir", state_dir, reason)
     auth = get("registry_auth_file")
     auth = None if auth is None else c.abs_path("registry_auth_file", auth)
+    if auth is not None and (reason := files.auth_file_refusal(auth)):
+        c.fail("registry_auth_file", auth, reason)
     name = c.matching("service_name", get("service_name"), *_SERVICE_NAME)
     port = get("service_port")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         c.fail("service_port", port, "must be a TCP port number (1-65535)")
+    listen = _listen(c, get("service_listen"))
     restart = c.matching("service_restart", get("service_restart"), *_RESTART)
-    volumes = _volumes(c, get("service_volumes"))
+    allow = c.boolean("allow_sensitive_volumes", get("allow_sensitive_volumes"))
+    volumes = _volumes(c, get("service_volumes"), None if allow else (*own, state_dir))
     args = c.string_list("service_cli_args", get("service_cli_args"))
     for i, arg in enumerate(args):
         c.match(f"service_cli_args[{i}]", arg, _CLI_ARG, "one option or value without spaces")
@@ -81,8 +95,10 @@ def check_service(c: Checker, data: Mapping[str, object]) -> ServicePins:
         registry_auth_file=auth,
         service_name=name,
         service_port=port,
+        service_listen=listen,
         service_restart=restart,
         service_volumes=volumes,
+        allow_sensitive_volumes=allow,
         service_cli_args=args,
         health_timeout_s=health,
         rollout_batch_size=size,
@@ -111,7 +127,22 @@ def _network(c: Checker, value: object) -> str | None:
     )
 
 
-def _volumes(c: Checker, volumes: object) -> tuple[tuple[str, str], ...]:
+def _listen(c: Checker, value: object) -> str:
+    """An IP address in its normal form (where the service port is published)."""
+    listen = c.string("service_listen", value)
+    try:
+        normal = str(ipaddress.ip_address(listen))
+    except ValueError:
+        c.fail("service_listen", listen, "not an IP address (e.g. '127.0.0.1' or '0.0.0.0')")
+    if normal != listen:
+        c.fail("service_listen", listen, f"write the address as {normal!r}")
+    return listen
+
+
+def _volumes(
+    c: Checker, volumes: object, own: tuple[str, ...] | None
+) -> tuple[tuple[str, str], ...]:
+    """(host path, container path) pairs; own None: sensitive host paths allowed."""
     if not isinstance(volumes, Mapping | list | tuple):
         c.fail("service_volumes", volumes, "must be a dict {host path: container path}")
     pairs = volumes.items() if isinstance(volumes, Mapping) else volumes
@@ -120,10 +151,8 @@ def _volumes(c: Checker, volumes: object) -> tuple[tuple[str, str], ...]:
         if not isinstance(pair, list | tuple) or len(pair) != 2:
             c.fail(f"service_volumes[{i}]", pair, "must be a (host path, container path) pair")
         src, dst = pair
-        checked.append(
-            (
-                c.abs_path(f"service_volumes[{src!r}]", src),
-                c.abs_path(f"service_volumes[{src!r}]", dst),
-            )
-        )
+        where = f"service_volumes[{limits.shown(src, 60)}]"
+        checked.append((c.abs_path(where, src), c.abs_path(where, dst)))
+        if own is not None and (reason := paths.volume_refusal(src, own)):
+            c.fail(where, src, reason)
     return tuple(checked)

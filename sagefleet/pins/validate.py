@@ -13,12 +13,13 @@ pyinfra host's data through its public attributes only.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import keys, limits
 from .build import BUILD_KEYS, BuildPins, check_build
-from .check import MISSING, Checker, PinError, unknown_reason
+from .check import MISSING, Checker, PinError
 from .image import IMAGE_KEYS, ImagePins, check_image
 from .service import SERVICE_KEYS, ServicePins, check_service
 from .verify import VERIFY_KEYS, VerifyPins, check_verify
@@ -34,72 +35,55 @@ class Pins:
     service: ServicePins
 
 
-# The order of group_data/all.py is the order of the sections' checks.
-_KEY_ORDER = IMAGE_KEYS + BUILD_KEYS + VERIFY_KEYS + SERVICE_KEYS
-KNOWN_KEYS: frozenset[str] = frozenset(_KEY_ORDER)
+# Every key sagefleet reads is declared once, in sagefleet.pins.keys (the allow-list);
+# the sections' key tuples give the order of checks (that of group_data/all.py).
 # Per-run parameters of a rollout (target digest, action) are arguments of
 # sagefleet.rollout, never pins: group_data holds no such keys.
-_OPTIONAL_KEYS = frozenset(
-    {
-        "build_context",
-        "pip_ca_bundle",
-        "bake_cache_ref",
-        "requirements_path",
-        "image_tag",
-        *SERVICE_KEYS,
-    }
-)
-
-# Keys that pyinfra itself and its connectors read from host.data.
-_FOREIGN_PREFIXES = (
-    "ssh_",
-    "_",
-    "winrm_",
-    "docker_",
-    "chroot_",
-    "podman_",
-    "dockerssh_",
-    "terraform_",
-    "vagrant_",
-)
-# No "local_" prefix: pyinfra's local connector reads no such keys, and a typo of
-# local_wheelhouse must not pass silently.
+_KEY_ORDER = IMAGE_KEYS + BUILD_KEYS + VERIFY_KEYS + SERVICE_KEYS
+KNOWN_KEYS: frozenset[str] = frozenset(keys.SAGEFLEET_KEYS)
+HOST_SOURCE = "inventory host "  # how source_of names a host's table in the fleet file
 
 
 def validate(
     data: Mapping[str, object],
     source_of: Callable[[str], str] = lambda key: "group_data/all.py",
-    extra_keys: Iterable[str] = (),
+    group_layers: Sequence[tuple[str, Mapping[str, object]]] = (),
+    bake_platforms: Iterable[str] = (),
 ) -> Pins:
     """Check the merged host data and return typed pins, or raise the first PinError.
 
     + data: the flat merged dict of one host (``dict(host.data)``)
     + source_of: names the file (or "--data", or "inventory host X") that supplied a
       top-level key; used in every PinError
-    + extra_keys: keys of later features to accept without checking them here
+    + group_layers: (file, data) of each group of the host but all: what they require
+      (agreement.LOCKED_BY_GROUP) host data and --data may not switch off
+    + bake_platforms: the bake target's platforms, which the wheels must install on
 
-    Keys of pyinfra and its connectors (``ssh_*``, ``_*``, ``docker_*``, ...) are ignored.
-    A missing required key is reported with the value ``MISSING`` (shown as ``<missing>``).
+    Every key must be declared in sagefleet.pins.keys (connector keys included; any
+    other key, ``_``-prefixed ones too, is refused), and every value must pass the
+    size limits (sagefleet.pins.limits) before anything parses it. A missing required
+    key is reported with the value ``MISSING`` (shown as ``<missing>``).
     """
     c = Checker(source_of)
-    allowed = set(extra_keys)
     for key, value in data.items():
-        if key in KNOWN_KEYS or key in allowed:
-            continue
-        if isinstance(key, str) and key.startswith(_FOREIGN_PREFIXES):
-            continue
-        c.fail(
-            str(key), value, unknown_reason(str(key), _KEY_ORDER, "not a key of group_data/all.py")
-        )
-    for key in _KEY_ORDER:
-        if key not in data and key not in _OPTIONAL_KEYS:
+        if reason := keys.refusal(key):
+            c.fail(str(key), value, reason)
+        limits.check(key, value, c.fail)
+    for key, spec in keys.SAGEFLEET_KEYS.items():
+        if spec.required and key not in data:
             c.fail(key, MISSING, "required key is missing")
-    return Pins(
-        image=check_image(c, data),
-        build=check_build(c, data),
+    image = check_image(c, data, group_layers, bake_platforms)
+    build = check_build(c, data)
+    pins = Pins(
+        image=image,
+        build=build,
         verify=check_verify(c, data),
-        service=check_service(c, data),
+        service=check_service(c, data, own=(build.build_dir,)),
     )
+    # The net under the checks above, and the only check of connector keys.
+    for key, value in data.items():
+        keys.check(key, value, c.fail, from_fleet_file=source_of(key).startswith(HOST_SOURCE))
+    return pins
 
 
 # --------------------------------------------------------------------------- per host
@@ -128,12 +112,13 @@ def source_finder(inventory, host, cwd: str | None = None) -> Callable[[str], st
         if key in inventory.get_override_data():
             return "--data"
         if key in inventory.get_host_data(host.name):
-            return f"inventory host {host.name}"
+            return f"{HOST_SOURCE}{host.name}"
         for group in reversed(host.groups):
             if key in inventory.get_group_data(group):
                 return group_file(group)
         return group_file("all")
 
+    source_of.group_file = group_file  # type: ignore[attr-defined]
     return source_of
 
 
@@ -141,17 +126,35 @@ def host_pins(host, inventory=None, cwd: str | None = None) -> Pins:
     """Validate one pyinfra host's merged data; raises PinError naming the source."""
     if inventory is None:
         inventory = host.inventory
-    return validate(host.data.dict(), source_finder(inventory, host, cwd))
+    source_of = source_finder(inventory, host, cwd)
+    layers = [
+        (source_of.group_file(group), inventory.get_group_data(group))  # type: ignore[attr-defined]
+        for group in host.groups
+        if group != "all"
+    ]
+    return validate(host.data.dict(), source_of, group_layers=layers)
 
 
-def validate_inventory(inventory, cwd: str | None = None) -> list[str]:
-    """Every distinct error over all hosts of a pyinfra inventory, as messages."""
+def validate_inventory(inventory, cwd: str | None = None, pins: dict | None = None) -> list[str]:
+    """Every distinct error over all hosts of a pyinfra inventory, as messages.
+
+    Validation cannot crash the run: any exception while validating any host (not
+    only PinError) is that host's refusal. pins, if given, receives each valid
+    host's Pins by host name."""
     errors: list[str] = []
+    seen: set[str] = set()
     for host in inventory:
         try:
-            host_pins(host, inventory, cwd)
+            checked = host_pins(host, inventory, cwd)
         except PinError as e:
-            message = f"{e} (host {host.name})"
-            if str(e) not in {m.rsplit(" (host ", 1)[0] for m in errors}:
-                errors.append(message)
+            error = str(e)
+        except Exception as e:  # noqa: BLE001 - a refusal, never a traceback
+            error = f"validation failed: {type(e).__name__}: {limits.shown(str(e))}"
+        else:
+            if pins is not None:
+                pins[host.name] = checked
+            continue
+        if error not in seen:
+            seen.add(error)
+            errors.append(f"{error} (host {host.name})")
     return errors

@@ -17,11 +17,11 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
+from . import hashes
 from .check import MISSING, Checker, unknown_reason
+from .keys import WHEEL_KEYS
 
-_WHEEL_SUBKEYS = ("version", "release_tag", "build_tag")
-# Optional: the build fingerprint the probe must find for the installed wheel (docs/probe.md).
-_WHEEL_OPTIONAL = ("fingerprint",)
+_WHEEL_SUBKEYS = ("version", "release_tag", "build_tag")  # required (keys.WHEEL_KEYS: all)
 _FINGERPRINT = (
     re.compile(r"sha256:[0-9a-f]{64}"),
     "'sha256:' and 64 lower-case hex digits, as the probe reports it",
@@ -54,6 +54,7 @@ class Wheel:
     platform: str
     release_base: str
     fingerprint: str | None = None  # sha256:… of the wheel's files (probe.wheel_fingerprint)
+    sha256: str | None = None  # pinned: rendered as url#sha256=..., which pip verifies
 
     @property
     def filename(self) -> str:
@@ -67,6 +68,11 @@ class Wheel:
     def url(self) -> str:
         """Download URL: ``{release_base}/{release_tag}/{filename}``."""
         return f"{self.release_base.rstrip('/')}/{self.release_tag}/{self.filename}"
+
+    @property
+    def pip_url(self) -> str:
+        """The URL as the requirements carry it: with ``#sha256=`` when a hash is pinned."""
+        return hashes.with_hash(self.url, self.sha256)
 
 
 def check_wheels(
@@ -108,14 +114,14 @@ def _wheel(
     if not isinstance(entry, Mapping):
         c.fail(key, entry, "must be a dict with keys version, release_tag, build_tag")
     for sub, sub_value in entry.items():
-        if sub not in _WHEEL_SUBKEYS + _WHEEL_OPTIONAL:
+        if sub not in WHEEL_KEYS:
             c.fail(
                 f"{key}.{sub}",
                 sub_value,
                 unknown_reason(
                     str(sub),
-                    _WHEEL_SUBKEYS + _WHEEL_OPTIONAL,
-                    "expected version, release_tag, build_tag; optional: fingerprint",
+                    WHEEL_KEYS,
+                    "expected version, release_tag, build_tag; optional: fingerprint, sha256",
                 ),
             )
     for sub in _WHEEL_SUBKEYS:
@@ -133,8 +139,19 @@ def _wheel(
     fingerprint = None
     if "fingerprint" in entry:
         fingerprint = c.matching(f"{key}.fingerprint", entry["fingerprint"], *_FINGERPRINT)
+    sha256 = entry.get("sha256")
+    if sha256 is not None and (reason := hashes.sha256_refusal(sha256)):
+        c.fail(f"{key}.sha256", sha256, reason)
     wheel = Wheel(
-        name, version, release_tag, build_tag, python_tag, platform, release_base, fingerprint
+        name,
+        version,
+        release_tag,
+        build_tag,
+        python_tag,
+        platform,
+        release_base,
+        fingerprint=fingerprint,
+        sha256=sha256,
     )
     # Belt and braces: the derived name must read back as exactly these pins.
     try:

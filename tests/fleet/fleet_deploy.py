@@ -46,14 +46,14 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from sagefleet.inputs import REQUIREMENTS_PATH, build_inputs  # noqa: E402
-from sagefleet.offline import build_wheelhouse  # noqa: E402
+from sagefleet.offline import build_wheelhouse, standin_sage_wheels  # noqa: E402
 from sagefleet.pins import Pins, validate  # noqa: E402
 from tests.offline_pins import group_file  # noqa: E402
 
 # The sageattention wheel build tag of group_data/all.py; tests bake other tags to
 # force a real (complete-stage) rebuild, and MISSING_BUILD is never in the wheelhouse.
 BASE_BUILD = group_file("all")["sage_wheels"]["sageattention"]["build_tag"]
-MISSING_BUILD = "299.999"
+MISSING_BUILD = "299.9"  # encodes no torch/CUDA (sagefleet.pins.agreement)
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # A held wheel request is answered after this at the latest, so nothing hangs forever.
 HOLD_MAX_S = 120.0
@@ -216,6 +216,7 @@ class DeployResult:
     stderr: str
     seconds: float
     doc: dict | None = field(default=None)
+    summary: dict | None = field(default=None)  # sagefleet's run-summary.json, if written
 
     def __post_init__(self) -> None:
         if self.doc is None and self.stdout.strip().startswith("{"):
@@ -352,10 +353,19 @@ class FleetDeploy:
     # ---- data
     def group_data(self, build_tag: str = BASE_BUILD, **extra: Any) -> dict[str, Any]:
         """The override group data (group_data/offline.py of this run's override dir)."""
+        base = {**group_file("all"), **group_file("offline")}
+        unhashed = validate(
+            {
+                **base,
+                "sage_release_base": self.wheelhouse.url,
+                "sage_wheels": wheels_with(build_tag),
+            }
+        )
         return {
             "sage_release_base": self.wheelhouse.url,
             "pip_ca_bundle": str(self.ca_bundle),
-            "sage_wheels": wheels_with(build_tag),
+            # Pinned like a real fleet should: pip verifies every stand-in it installs.
+            "sage_wheels": standin_sage_wheels(unhashed),
             **extra,
         }
 
@@ -414,6 +424,8 @@ class FleetDeploy:
             "SAGEFLEET_FLEET": str(fleet_file),
             "SAGEFLEET_WHEELHOUSE_URL": self.wheelhouse.url,
             "SAGEFLEET_PIP_CA_BUNDLE": str(self.ca_bundle),
+            # sagefleet.faults: this run's summary of failed hosts (machine-readable)
+            "SAGEFLEET_RUN_SUMMARY": str(run_dir / "run-summary.json"),
         }
         return overrides, env
 
@@ -488,6 +500,7 @@ class RunningDeploy:
 
     def __init__(self, cmd: list[str], env: Mapping[str, str]) -> None:
         self.args = cmd[1:]
+        self.summary_path = env.get("SAGEFLEET_RUN_SUMMARY")
         self.t0 = time.monotonic()
         self._out = tempfile.TemporaryFile()
         self._err = tempfile.TemporaryFile()
@@ -523,7 +536,10 @@ class RunningDeploy:
         err = self._err.read().decode(errors="replace")
         self._out.close()
         self._err.close()
-        result = DeployResult(self.args, rc, out, err, seconds)
+        summary = None
+        if self.summary_path and Path(self.summary_path).exists():
+            summary = json.loads(Path(self.summary_path).read_text())
+        result = DeployResult(self.args, rc, out, err, seconds, summary=summary)
         if timed_out:
             raise AssertionError(f"pyinfra ran past {timeout:.0f}s:\n{result.describe()}")
         return result

@@ -81,6 +81,9 @@ def test_host_down_before_the_run(project: FleetDeploy) -> None:
     assert down.rc != 0, down.describe()
     assert down.failed_hosts == ["build-2"], down.describe()
     assert any("Could not connect" in line for line in down.lines("build-2")), down.describe()
+    (failure,) = down.summary["failures"]
+    assert failure["host"] == "build-2" and failure["operation"] == "connect", down.summary
+    assert failure["reason"].startswith("could not connect"), down.summary
     assert down.status("build-1", BAKE_OP) == "changed", down.describe()
     assert not down.touched("build-2")
     assert_converged(project, tag, ["build-1"])
@@ -112,6 +115,13 @@ def test_sshd_killed_during_the_bake(project: FleetDeploy) -> None:
     assert cut.rc != 0, cut.describe()
     assert cut.failed_hosts == ["build-2"], cut.describe()
     assert any("Error" in line for line in cut.lines("build-2")), cut.describe()
+    # One summary that explains the fault, printed and machine-readable.
+    lost = f"connection lost during {BAKE_OP}"
+    assert f"build-2: {BAKE_OP}: {lost}" in cut.stderr, cut.describe()
+    assert cut.summary["failures"] == [{"host": "build-2", "operation": BAKE_OP, "reason": lost}], (
+        cut.summary
+    )
+    assert cut.summary["failed_hosts"] == ["build-2"] and not cut.summary["ok"]
     assert cut.status("build-1", BAKE_OP) == "changed", cut.describe()
     assert_converged(project, tag, ["build-1"])
 
@@ -217,8 +227,14 @@ def test_bake_killed_on_the_host(project: FleetDeploy) -> None:
         killed = run.wait()
     finally:
         wh.release(tag)
-    # The only host failed, so pyinfra ends with "No hosts remaining!" and no JSON.
+    # The only host failed, so pyinfra ends with "No hosts remaining!" and no JSON;
+    # sagefleet's summary is there all the same, printed and as a file.
     assert killed.rc != 0 and "Error" in killed.host_output("build-1"), killed.describe()
+    assert killed.doc is None, "pyinfra printed --json after all hosts failed"
+    (failure,) = killed.summary["failures"]
+    assert failure["host"] == "build-1" and failure["operation"] == BAKE_OP, killed.summary
+    assert failure["reason"], failure
+    assert f"build-1: {BAKE_OP}: {failure['reason']}" in killed.stderr, killed.describe()
     assert project.lock_free("build-1", build_dir), "a killed bake left its lock held"
     assert current(project, "build-1")["id"] == before["id"]
     again = project.run(build_tag=tag)

@@ -338,6 +338,7 @@ def test_failing_canary_halts_with_later_nodes_untouched(env):
     assert list(s["failed"]) == ["gpu-1"] and "HTTP port did not answer" in s["failed"]["gpu-1"]
     assert s["untouched"] == NODES[1:] and not s["moved"]
     assert "untouched  gpu-5" in proc.stdout
+    assert "Traceback" not in proc.output, proc.output  # a failed health check explains itself
     assert images(env) == {"gpu-1": b, **{n: a for n in NODES[1:]}}
 
 

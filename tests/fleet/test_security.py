@@ -2,6 +2,10 @@
 
 - pins carrying shell metacharacters are refused before any host is contacted, from
   every source (group_data file, host data in the fleet file, --data), and never run;
+- one host's bad value (a pyinfra operation argument, a 1 MB value, deep nesting)
+  refuses the whole run with zero connections: no host's sshd log grows;
+- the registry login never appears in what a run prints (--diff, --json, -vvv, --dry),
+  neither the password nor its base64;
 - a host whose key does not match known_hosts is refused by the deploy;
 - the CA bundle handed to pip (a BuildKit secret) appears neither in pyinfra's output
   (at -vvv: every command and its output) nor in any process's arguments on the
@@ -10,13 +14,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import threading
 import time
 from pathlib import Path
 
 import harness
 import pytest
-from fleet_deploy import BAKE_OP, FleetDeploy, wheels_with
+from fleet_deploy import BAKE_OP, FleetDeploy, RunningDeploy, wheels_with
 
 from tests.offline_pins import group_file
 
@@ -169,3 +176,97 @@ def test_ca_bundle_never_in_output_or_process_args(
         assert project.canary not in history + inspect
         assert found.exit_code == 1 and not found.output.strip(), f"{host}: {found.output}"
     print(f"ps samples: {sampler.samples} per build host, {len(sampler.lines)} distinct lines")
+
+
+# (source, key, value): one host's (or the run's) bad value. The first would run
+# MARK-underscore on every host if pyinfra ever applied it (operation argument).
+ONE_BAD_VALUE = {
+    "underscore": ("host", "_shell_executable", f"touch {MARK}-underscore; sh"),
+    "sudo": ("data", "_sudo_user", "nobody"),
+    "megabyte": ("host", "bake_target", "a" * 1_000_000),
+    "nested": ("data", "extra_requirements", "[[[[[[[[[[]]]]]]]]]]"),
+    "system dir": ("host", "state_dir", "/etc"),
+    "tofu from --data": ("data", "ssh_strict_host_key_checking", "accept-new"),
+}
+
+
+def sshd_logs(fleet: harness.Fleet) -> dict[str, str]:
+    """Each host's sshd log, framed so that a lost exec output (a docker exec race seen
+    under load) is retried instead of read as an empty log."""
+    logs = {}
+    for host in fleet.hosts:
+        for _ in range(5):
+            out = fleet.exec(host, "echo BEGIN; cat /var/log/sshd.log; echo END").output
+            if out.startswith("BEGIN") and out.rstrip().endswith("END"):
+                logs[host] = out
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"{host}: could not read /var/log/sshd.log: {out[-200:]!r}")
+    return logs
+
+
+@pytest.mark.parametrize("case", list(ONE_BAD_VALUE))
+def test_one_bad_value_refuses_the_run_with_zero_connections(
+    fleet: harness.Fleet, project: FleetDeploy, case: str
+) -> None:
+    """Every host is valid but one (or the run's --data is bad): pyinfra connects to
+    none of them — each host's sshd log is exactly what it was before the run."""
+    source, key, value = ONE_BAD_VALUE[case]
+    victim = sorted(fleet.hosts)[-1]
+    before = sshd_logs(fleet)
+    if source == "host":
+        result = project.run(host_data={victim: {key: value}})
+        where = f"inventory host {victim}"
+    else:
+        result = project.run("deploy.py", "--data", f"{key}={value}")
+        where = "--data"
+    assert result.rc == 2, result.describe()
+    assert "invalid pins, no host was contacted" in result.output, result.describe()
+    assert f"{where}: {key} = " in result.output, result.describe()
+    assert "Traceback" not in result.output, result.describe()
+    assert len(result.output) < 20_000, "a refused value is echoed whole"
+    assert sshd_logs(fleet) == before, "a host was contacted"
+    for host in fleet.hosts:
+        assert fleet.exec(host, ["test", "-e", f"{MARK}-{case}"], check=False).exit_code == 1
+
+
+def test_registry_login_never_in_what_a_run_prints(
+    fleet: harness.Fleet, project: FleetDeploy, tmp_path: Path
+) -> None:
+    """The login goes up (mode 600) and changes with the password, yet no run prints
+    the password or its base64: not with --diff, --json, -vvv, nor --dry."""
+    host = sorted(h for h in fleet.hosts if not h.startswith("build-"))[0]
+    user = "fleet-ci"
+    dest = "/var/lib/sagefleet/registry/config.json"
+    first, second = (f"pw-{n}-{os.urandom(6).hex()}" for n in (1, 2))
+    runs = [
+        (("-vvv", "--diff"), first, True),  # creates the file
+        (("-vvv", "--diff"), second, True),  # modifies it: where files.put printed a diff
+        (("-vvv", "--diff", "--dry"), f"pw-dry-{os.urandom(6).hex()}", False),
+        (("-vvv",), second, True),  # up to date: no change
+    ]
+    printed = []
+    for i, (flags, password, applies) in enumerate(runs):
+        pw_file = tmp_path / f"password-{i}"
+        pw_file.write_text(password + "\n")
+        overrides, env = project.prepare()
+        env.update(SAGEFLEET_REGISTRY_USER=user, SAGEFLEET_REGISTRY_PASSWORD_FILE=str(pw_file))
+        cmd = project.command(overrides, "tests/fleet/login_deploy.py", *flags, "--limit", host)
+        result = RunningDeploy(cmd, env).wait(300)
+        assert result.ok, result.describe()
+        secrets = {
+            password,
+            base64.b64encode(password.encode()).decode(),
+            base64.b64encode(f"{user}:{password}".encode()).decode(),
+        }
+        leaks = [s for s in secrets if s in result.output]
+        assert not leaks, f"run {i} {flags} printed {leaks}:\n{result.describe()}"
+        printed.append(result)
+        if applies:
+            config = json.loads(fleet.exec(host, ["cat", dest]).output)
+            auth = config["auths"]["registry.test:5000"]["auth"]
+            assert base64.b64decode(auth).decode() == f"{user}:{password}"
+            assert fleet.exec(host, ["stat", "-c", "%a", dest]).output.strip() == "600"
+    assert printed[0].changed(host) and printed[1].changed(host), printed[1].describe()
+    assert not printed[3].changed(host), printed[3].describe()

@@ -21,7 +21,8 @@ from tests.offline_pins import group_file, offline_pins
 
 pytestmark = pytest.mark.engine
 
-OLD_BUILD, NEW_BUILD, MISSING_BUILD = "290.129", "291.129", "299.999"
+# NEW and MISSING encode no torch/CUDA (sagefleet.pins.agreement): only the wheel changes.
+OLD_BUILD, NEW_BUILD, MISSING_BUILD = "290.129", "291.1", "299.9"
 
 
 def wheels(build_tag: str) -> str:
@@ -105,8 +106,17 @@ def label(ref: str) -> str:
 
 
 def test_first_run_builds(project):
+    # A build_dir that exists already (here world-writable and sticky, like /tmp) is
+    # not sagefleet's: its mode stays as it is.
+    build_dir = Path(project["build_dir"])
+    build_dir.mkdir()
+    build_dir.chmod(0o1777)
     proc = deploy(project)
     assert proc.returncode == 0, proc.output
+    assert build_dir.stat().st_mode & 0o7777 == 0o1777
+    # The CA bundle (a secret) went up with its mode, never shown.
+    assert (build_dir / "secrets").stat().st_mode & 0o777 == 0o700
+    assert (build_dir / "secrets" / "pip-ca.pem").stat().st_mode & 0o777 == 0o600
     assert "bake needed: no image" in proc.output
     assert image_id(project["image"])
     assert label(project["image"]).startswith("sha256:")

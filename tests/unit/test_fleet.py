@@ -24,12 +24,16 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
 
 
+# Fleet-file SSH hosts refuse unknown or changed host keys unless their table says otherwise.
+STRICT = {"ssh_strict_host_key_checking": "yes"}
+
+
 def test_load_fleet_file(tmp_path):
     (tmp_path / "f.toml").write_text(FLEET)
     assert load_fleet(tmp_path / "f.toml") == {
-        "build_hosts": [("build-1", {"ssh_hostname": "10.0.0.5"})],
-        "gpu_nodes": [("gpu-1", {}), ("gpu-2", {})],
-        "hopper": [("gpu-1", {})],
+        "build_hosts": [("build-1", {"ssh_hostname": "10.0.0.5", **STRICT})],
+        "gpu_nodes": [("gpu-1", STRICT), ("gpu-2", STRICT)],
+        "hopper": [("gpu-1", STRICT)],
     }
 
 
@@ -40,7 +44,7 @@ def test_no_fleet_file_means_local_build_host():
 
 def test_fleet_from_env_then_cwd(tmp_path, monkeypatch):
     (tmp_path / "fleet.toml").write_text('[groups]\nbuild_hosts = ["cwd-host"]\n')
-    assert load_fleet() == {"build_hosts": [("cwd-host", {})]}
+    assert load_fleet() == {"build_hosts": [("cwd-host", STRICT)]}
     (tmp_path / "env.toml").write_text('[groups]\nbuild_hosts = ["@docker/env-host"]\n')
     monkeypatch.setenv("SAGEFLEET_FLEET", str(tmp_path / "env.toml"))
     assert load_fleet() == {"build_hosts": [("@docker/env-host", {})]}
@@ -56,7 +60,7 @@ def test_offline_adds_every_host_to_the_offline_group(tmp_path, monkeypatch):
 def test_offline_group_in_the_file_is_kept(tmp_path, monkeypatch):
     monkeypatch.setenv("SAGEFLEET_OFFLINE", "1")
     (tmp_path / "f.toml").write_text('[groups]\nbuild_hosts = ["a", "b"]\noffline = ["a"]\n')
-    assert load_fleet(tmp_path / "f.toml")["offline"] == [("a", {})]
+    assert load_fleet(tmp_path / "f.toml")["offline"] == [("a", STRICT)]
 
 
 def test_file_errors(tmp_path):
@@ -156,3 +160,17 @@ def test_a_group_data_override_wins_over_the_run_data(tmp_path, monkeypatch):
     got = _offline_host_data(tmp_path, "sage_release_base = 'http://other.test:1'\n")
     assert got["sage_release_base"] == "http://other.test:1"
     assert got["pip_ca_bundle"] == "/etc/ssl/certs/ca-certificates.crt"
+
+
+def test_trust_on_first_use_only_where_the_fleet_file_says_so(tmp_path):
+    (tmp_path / "f.toml").write_text(
+        '[groups]\nbuild_hosts = ["a", "b", "@docker/c"]\n'
+        '[hosts.b]\nssh_strict_host_key_checking = "accept-new"\n'
+    )
+    assert load_fleet(tmp_path / "f.toml") == {
+        "build_hosts": [
+            ("a", STRICT),
+            ("b", {"ssh_strict_host_key_checking": "accept-new"}),
+            ("@docker/c", {}),
+        ]
+    }

@@ -96,7 +96,7 @@ def test_the_wait_quotes_the_container_name():
 # --------------------------------------------------------------------------- the gate
 
 ARGS = {"container": "comfyui", "port": 8188, "state_dir": "/var/lib/sagefleet"}
-KEY = "container=comfyui, port=8188, state_dir=/var/lib/sagefleet"
+KEY = "container=comfyui, listen=127.0.0.1, port=8188, state_dir=/var/lib/sagefleet"
 
 
 def _check(health: dict, executing: bool = True) -> tuple[list, list[str]]:

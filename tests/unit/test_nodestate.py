@@ -92,7 +92,7 @@ def test_registry_login_and_probe_script_in_place_from_the_snapshot():
         )
         assert list(put) == []
     assert host.noops == [
-        "directory /var/lib/sagefleet/registry is in place (mode 700)",
+        "/var/lib/sagefleet/registry exists (its mode is left as it is)",
         "/var/lib/sagefleet/registry/config.json is up to date",
     ]
     assert snap.get() is not None

@@ -160,10 +160,11 @@ def test_restart_only_when_digest_or_settings_change():
 
 def test_settings_hash_unchanged_for_nodes_started_before_gpu_access():
     # A container started by the code before gpu_access/service_network (gpus=False)
-    # carried this exact argv: upgrading sagefleet must not restart it.
+    # carried this argv, but for the port: since service_listen (issue 11) it is
+    # published on 127.0.0.1 only, so such a node restarts once, onto loopback.
     argv, _ = _desired()
     assert argv[argv.index("--label") + 2 :] == [
-        "-p", "8188:8188", "-e", "COMFY_PORT=8188", "-e", "CLI_ARGS=", "-v", "/m:/app/m", B,
+        "-p", "127.0.0.1:8188:8188", "-e", "COMFY_PORT=8188", "-e", "CLI_ARGS=", "-v", "/m:/app/m", B,
     ]  # fmt: skip
 
 
