@@ -17,11 +17,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bake import BakeDefinition
+from .bake import BakeDefinition, BakeError
 from .bakeproject import git_checkout, resolve
 from .commands import content_mtime
 from .manifest import format_manifest
 from .pins import GitContext, LocalDir, Pins
+from .pins.agreement import platform_refusal
 from .project import PROJECT_ROOT
 
 TEMPLATE = PROJECT_ROOT / "templates" / "extra-requirements.txt.j2"
@@ -159,6 +160,21 @@ def context_root(pins: Pins, root: Path = PROJECT_ROOT) -> tuple[Path, tuple[str
     return root, tuple(ctx or DEFAULT_CONTEXT)
 
 
+def check_platforms(pins: Pins, bake: BakeDefinition) -> None:
+    """The wheels must install on every platform bake builds the target chain for
+    (pins and bake file agree before anything reaches a host)."""
+    wheels = pins.image.wheels
+    if not wheels:
+        return
+    for name in bake.chain(pins.image.bake_target):
+        platforms = bake.target(name).platforms
+        if reason := platform_refusal(wheels[0].platform, platforms):
+            raise BakeError(
+                f"sage_wheel_platform = {wheels[0].platform!r}: {reason} "
+                f"(bake target {name!r} builds for {', '.join(platforms)})"
+            )
+
+
 def build_inputs(pins: Pins, root: Path = PROJECT_ROOT) -> BuildInputs:
     """bake's answer for the host's variables, the rendered requirements, the context
     digest and the inputs hash."""
@@ -168,6 +184,7 @@ def build_inputs(pins: Pins, root: Path = PROJECT_ROOT) -> BuildInputs:
     ctx_root, paths = context_root(pins, root)
     variables = dict(image.bake_variables)
     bake = resolve(ctx_root, image.bake_files, image.bake_target, variables)
+    check_platforms(pins, bake)
     image_ref = bake.image_ref(image.bake_target, image.image_tag)
     req_path = bake.requirements_path(image.bake_target, image.requirements_path)
     tarball = None if git else _tarball(paths, ctx_root, req_path)

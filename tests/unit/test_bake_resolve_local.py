@@ -61,3 +61,17 @@ def test_resolve_reports_bakes_own_error(tmp_path):
 def test_resolve_without_docker_says_what_to_install():
     with pytest.raises(BakeError, match="install the docker CLI and the buildx plugin"):
         resolve(FIXTURE, ["docker-bake.hcl"], "complete-cuda", {}, docker="/nonexistent/docker")
+
+
+def test_wheels_for_another_architecture_than_bake_builds_are_refused():
+    from sagefleet.inputs import build_inputs
+    from tests.offline_pins import offline_pins
+
+    assert build_inputs(offline_pins()).image_ref  # our own layout: linux/amd64, x86_64 wheels
+    pins = offline_pins(sage_wheel_platform="manylinux_2_28_aarch64")
+    with pytest.raises(
+        BakeError,
+        match=r"sage_wheel_platform = 'manylinux_2_28_aarch64': wheels for this platform cannot "
+        r"install on bake platform 'linux/amd64' .*\(bake target '[a-z-]+' builds for linux/amd64\)",
+    ):
+        build_inputs(pins)
