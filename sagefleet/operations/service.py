@@ -12,11 +12,11 @@ from pyinfra.api import OperationError, operation
 from .. import commands
 from ..facts.gpu import EngineGpuAccess
 from ..facts.service import ImagePresent, ServiceHealth, ServiceState
-from ..facts.verify import ProbeResult
 from ..gpu_access import choose
 from ..pins.service import GPU_ACCESS_MODES
 from .snapshot import Snapshot, found, passthrough
 from .util import require_abs, require_digest_ref, require_name
+from .verify import stored_probe
 
 
 @operation()
@@ -89,13 +89,6 @@ def desired_service(
     ), settings
 
 
-def _stored_probe(doc: dict | None, image: str, probe_dir: str) -> dict:
-    """The stored probe of image: from a NodeState document while it holds, else the fact."""
-    if doc is None:
-        return host.get_fact(ProbeResult, image_ref=image, results_dir=probe_dir)
-    return {"image_id": (doc["image"] or {}).get("id"), "result": doc["probe"]}
-
-
 @operation()
 def service(
     container: str,
@@ -165,7 +158,7 @@ def service(
         return
     use_sage = False
     if probe_dir:
-        use_sage = use_sage_attention(_stored_probe(doc, image, probe_dir))
+        use_sage = use_sage_attention(stored_probe(doc, image, probe_dir))
     argv, settings = desired_service(
         container, image, port, restart, volumes, cli_args, access.flags, use_sage, network, listen
     )

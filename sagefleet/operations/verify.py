@@ -15,13 +15,17 @@ from .snapshot import Snapshot, changed, found
 from .util import require_abs
 
 
-def _stored(snapshot: Snapshot | None, image_ref: str, results_dir: str) -> dict:
-    """The stored probe result of the image the tag points to: from the snapshot while it
-    holds, else from the ``ProbeResult`` fact."""
-    doc = found(snapshot)
+def stored_probe(doc: dict | None, image_ref: str, results_dir: str) -> dict:
+    """The stored probe result of the image the tag points to: from a NodeState document
+    (a snapshot's, while it holds), else from the ``ProbeResult`` fact."""
     if doc is None:
         return host.get_fact(ProbeResult, image_ref=image_ref, results_dir=results_dir)
     return {"image_id": (doc["image"] or {}).get("id"), "result": doc["probe"]}
+
+
+def _stored(snapshot: Snapshot | None, image_ref: str, results_dir: str) -> dict:
+    """The stored probe result, from the snapshot while it holds, else the fact."""
+    return stored_probe(found(snapshot), image_ref, results_dir)
 
 
 @operation()
