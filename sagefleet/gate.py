@@ -6,6 +6,7 @@ result of the current image; tests call it on recorded probe outputs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -48,6 +49,13 @@ def _same_version(found: str | None, pinned: str) -> bool:
         return found is not None and Version(found).public == Version(pinned).public
     except InvalidVersion:
         return False
+
+
+def _finite(value: object) -> bool:
+    """A real number that is neither infinite nor NaN (None, strings and bools are not)."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    )
 
 
 def _capability(gpu: Mapping) -> tuple[int, int] | None:
@@ -124,9 +132,21 @@ def gate_failures(report: Mapping, expect: Expectation) -> list[str]:
             continue
         summary = (report.get("summary") or {}).get(name) or {}
         cosine, rel_l1 = summary.get("min_cosine"), summary.get("max_rel_l1")
-        if cosine is not None and cosine < expect.min_cosine:
+        # A kernel that ran (status ok) must show finite accuracy within bounds: the probe
+        # summarises an infinite relative L1 (or a NaN output) as null, which fails here
+        # as it does in probe.recommend.
+        if not _finite(cosine):
+            failures.append(
+                f"kernel {name}: cosine similarity {cosine!r} is not a finite measurement"
+            )
+        elif cosine < expect.min_cosine:
             failures.append(f"kernel {name}: cosine similarity {cosine:.4f} < {expect.min_cosine}")
-        if rel_l1 is not None and rel_l1 > expect.max_rel_l1:
+        if not _finite(rel_l1):
+            failures.append(
+                f"kernel {name}: relative L1 {rel_l1!r} is not a finite measurement "
+                "(infinite or not measured)"
+            )
+        elif rel_l1 > expect.max_rel_l1:
             failures.append(f"kernel {name}: relative L1 {rel_l1:.4f} > {expect.max_rel_l1}")
     return failures
 

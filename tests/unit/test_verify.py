@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
 
+from sagefleet import probe
 from sagefleet.gate import Expectation, describe, expectation, gate_failures
 from tests.offline_pins import offline_pins
 
@@ -119,3 +121,56 @@ def test_probe_that_itself_failed():
     assert gate_failures({"schema": 1, "fatal": "MemoryError"}, expect()) == [
         "the probe itself failed: MemoryError"
     ]
+
+
+# The gate and probe.recommend judge the same summary: a kernel that ran (status ok)
+# with an infinite relative L1 (summarised as null) or a NaN cosine is refused by both.
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("max_rel_l1", None, "kernel sageattn: relative L1 None is not a finite measurement"),
+        ("max_rel_l1", math.inf, "kernel sageattn: relative L1 inf is not a finite measurement"),
+        ("max_rel_l1", math.nan, "kernel sageattn: relative L1 nan is not a finite measurement"),
+        ("min_cosine", None, "kernel sageattn: cosine similarity None is not a finite measurement"),
+        ("min_cosine", math.nan, "kernel sageattn: cosine similarity nan is not a finite"),
+    ],
+)
+def test_ok_kernel_without_finite_accuracy_fails(field, value, message):
+    report = copy.deepcopy(H100)
+    report["summary"]["sageattn"][field] = value
+    failures = gate_failures(report, expect(wheels={"sageattention": ("1.0.6", None)}))
+    assert len(failures) == 1 and failures[0].startswith(message), failures
+
+
+def test_ok_kernel_with_no_summary_entry_fails():
+    report = copy.deepcopy(H100)
+    del report["summary"]["sageattn"]
+    failures = gate_failures(report, expect(wheels={"sageattention": ("1.0.6", None)}))
+    assert failures == [
+        "kernel sageattn: cosine similarity None is not a finite measurement",
+        "kernel sageattn: relative L1 None is not a finite measurement (infinite or not measured)",
+    ]
+
+
+def test_gate_and_recommend_agree_on_an_infinite_rel_l1():
+    """The bug: one shape's output blew up (rel L1 inf). summarize() reports max_rel_l1
+    null; recommend refused it while the gate passed the image."""
+    report = copy.deepcopy(H100)
+    kernel = report["kernels"][0]
+    kernel["shapes"][0]["rel_l1"] = math.inf
+    report["summary"] = probe.summarize(report["kernels"])
+    assert report["summary"]["sageattn"]["max_rel_l1"] is None
+    e = expect(wheels={"sageattention": ("1.0.6", None)})
+    rec = probe.recommend(report["summary"], report["gpu"], None, e.min_cosine, e.max_rel_l1)
+    assert rec["use_sage_attention"] is False and "max rel L1" in rec["reason"]
+    assert any("relative L1" in f for f in gate_failures(report, e))
+
+
+def test_bounds_are_inclusive():
+    """Exactly at the bounds passes; just past them fails (cosine < min, rel L1 > max)."""
+    report = copy.deepcopy(H100)
+    e = expect(wheels={"sageattention": ("1.0.6", None)}, min_cosine=0.99, max_rel_l1=0.1)
+    report["summary"]["sageattn"].update(min_cosine=0.99, max_rel_l1=0.1)
+    assert gate_failures(report, e) == []
+    report["summary"]["sageattn"].update(min_cosine=0.9899, max_rel_l1=0.1001)
+    assert len(gate_failures(report, e)) == 2
