@@ -53,9 +53,7 @@ def _same_version(found: str | None, pinned: str) -> bool:
 
 def _finite(value: object) -> bool:
     """A real number that is neither infinite nor NaN (None, strings and bools are not)."""
-    return (
-        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _capability(gpu: Mapping) -> tuple[int, int] | None:
