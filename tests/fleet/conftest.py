@@ -20,17 +20,27 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
+from tests.conftest import need  # noqa: E402
+
 _problem: list[str | None] = []
 
 
-def _skip_without_engine() -> None:
+def require_fleet() -> None:
+    """The fleet can start here (engine, base image, docker CLI), or: fail under
+    SAGEFLEET_REQUIRE_ENGINE=1 naming what is missing, skip elsewhere."""
     if not _problem:
         _problem.append(harness.engine_problem())
         if _problem[0] is None:
             # Fleets of earlier runs that were killed before their teardown.
             harness.reap_orphans()
-    if _problem[0]:
-        pytest.skip(f"SSH test fleet unavailable: {_problem[0]}")
+    need(_problem[0], "SSH test fleet")
+
+
+def _down_and_check(f: harness.Fleet) -> None:
+    """Tear a fleet down and fail (teardown error) if any of its containers or volumes is left."""
+    f.down()
+    left = harness.labelled(f.client, f.run_id)
+    assert left == ([], []), f"fleet {f.run_id} left behind after teardown: {left}"
 
 
 def _default_shape() -> dict[str, int]:
@@ -44,10 +54,10 @@ def fleet(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[harness.Fleet]:
     """The session's fleet, up and ready (SSH answers, build hosts' dockerd has the base image)."""
-    _skip_without_engine()
+    require_fleet()
     shape = getattr(request, "param", None) or _default_shape()
     f = harness.Fleet(workdir=tmp_path_factory.mktemp("fleet"), **shape)
-    request.addfinalizer(f.down)
+    request.addfinalizer(lambda: _down_and_check(f))
     f.up()
     yield f
 
@@ -57,11 +67,11 @@ def fleet_factory(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[..., harness.Fleet]:
     """make(n_ssh=3, n_build=0, groups=None, ready=True) -> a fleet that lives for this test."""
-    _skip_without_engine()
+    require_fleet()
 
     def make(ready: bool = True, **kw: object) -> harness.Fleet:
         f = harness.Fleet(workdir=tmp_path_factory.mktemp("fleet"), **kw)  # type: ignore[arg-type]
-        request.addfinalizer(f.down)
+        request.addfinalizer(lambda: _down_and_check(f))
         f.up(ready=ready)
         return f
 

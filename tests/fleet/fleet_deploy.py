@@ -206,9 +206,20 @@ def wheelhouse() -> Wheelhouse:
 # --------------------------------------------------------------------------- results
 
 
+class ResultUnreadable(AssertionError):
+    """A run's ``--json`` result did not parse, or a question about it has no honest answer."""
+
+
 @dataclass
 class DeployResult:
-    """One pyinfra run: exit status, its log (stderr) and its ``--json`` results (stdout)."""
+    """One pyinfra run: exit status, its log (stderr) and its ``--json`` results (stdout).
+
+    Never an empty success: asking which operations ran or changed, or which hosts
+    failed, on a run whose stdout did not parse as pyinfra's JSON raises
+    ``ResultUnreadable`` (with the parse error and the output), and so does asking
+    what changed on a host where no operation ran at all. ``ok`` is false for a
+    ``--json`` run that exited 0 without a parsable result.
+    """
 
     args: list[str]
     rc: int
@@ -217,11 +228,24 @@ class DeployResult:
     seconds: float
     doc: dict | None = field(default=None)
     summary: dict | None = field(default=None)  # sagefleet's run-summary.json, if written
+    parse_error: str | None = field(default=None)
 
     def __post_init__(self) -> None:
-        if self.doc is None and self.stdout.strip().startswith("{"):
-            with contextlib.suppress(json.JSONDecodeError):
-                self.doc = json.loads(self.stdout)
+        if self.doc is not None:
+            return
+        try:
+            doc = json.loads(self.stdout)
+        except json.JSONDecodeError as e:
+            self.parse_error = f"stdout is not JSON ({e}); stdout starts {self.stdout[:200]!r}"
+            return
+        if not isinstance(doc, dict):
+            self.parse_error = f"stdout is JSON but not an object: {self.stdout[:200]!r}"
+            return
+        self.doc = doc
+
+    @property
+    def json_requested(self) -> bool:
+        return "--json" in self.args
 
     @property
     def output(self) -> str:
@@ -230,21 +254,38 @@ class DeployResult:
 
     @property
     def ok(self) -> bool:
-        return self.rc == 0
+        return self.rc == 0 and (self.doc is not None or not self.json_requested)
+
+    def _results(self) -> dict:
+        if self.doc is None:
+            raise ResultUnreadable(
+                f"pyinfra's --json result did not parse: {self.parse_error}\n{self.describe()}"
+            )
+        results = self.doc.get("results")
+        if not isinstance(results, dict):
+            raise ResultUnreadable(f"no 'results' object in pyinfra's JSON\n{self.describe()}")
+        return results
 
     @property
     def operations(self) -> list[dict]:
-        return ((self.doc or {}).get("results") or {}).get("operations") or []
+        return self._results().get("operations") or []
 
     @property
     def failed_hosts(self) -> list[str]:
-        return ((self.doc or {}).get("results") or {}).get("failed_hosts") or []
+        return self._results().get("failed_hosts") or []
 
     def _pairs(self, key: str) -> list[tuple[str, str]]:
         return [(h, short_op(op["name"])) for op in self.operations for h in op[key]]
 
     def changed(self, host: str | None = None) -> list[tuple[str, str]]:
-        """(host, operation) for every operation that changed something."""
+        """(host, operation) for every operation that changed something.
+
+        Raises when no operation ran (on ``host``, if given): "nothing changed"
+        must never hold on a run that did nothing."""
+        if not self.operations:
+            raise ResultUnreadable(f"the run lists no operations at all\n{self.describe()}")
+        if host is not None and not self.touched(host):
+            raise ResultUnreadable(f"no operation ran on {host}\n{self.describe()}")
         return [(h, op) for h, op in self._pairs("success") if host in (None, h)]
 
     def errors(self, host: str | None = None) -> list[tuple[str, str]]:
@@ -276,9 +317,19 @@ class DeployResult:
     def describe(self, tail: int = 60) -> str:
         """For assertion messages: the command, status, failed hosts and the log's tail."""
         log = "\n".join(self.stderr.splitlines()[-tail:])
+        if self.doc is None:
+            result = f"no parsable JSON result ({self.parse_error})"
+        else:
+            results = self.doc.get("results") or {}
+            changed = [
+                (h, short_op(op["name"]))
+                for op in results.get("operations") or []
+                for h in op["success"]
+            ]
+            result = f"failed hosts {results.get('failed_hosts') or []}, changed {changed}"
         return (
             f"pyinfra {' '.join(self.args)}\n  exit {self.rc} after {self.seconds:.1f}s, "
-            f"failed hosts {self.failed_hosts}, changed {self.changed()}\n--- log tail:\n{log}"
+            f"{result}\n--- log tail:\n{log}"
         )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import harness
 import pytest
+from conftest import require_fleet
 from fleet_deploy import (
     BAKE_OP,
     LOCK_MESSAGE,
@@ -26,8 +27,7 @@ pytestmark = pytest.mark.fleet
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetDeploy]:
-    if problem := harness.engine_problem():
-        pytest.skip(f"SSH test fleet unavailable: {problem}")
+    require_fleet()
     # 5 hosts, as the issue asks: 2 build hosts (bakes) + 3 GPU nodes (SSH only, cheap).
     fleet = harness.Fleet(n_ssh=3, n_build=2, workdir=tmp_path_factory.mktemp("faults"))
     try:

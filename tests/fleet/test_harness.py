@@ -13,6 +13,7 @@ from pathlib import Path
 
 import harness
 import pytest
+from conftest import require_fleet
 
 pytestmark = pytest.mark.fleet
 
@@ -56,8 +57,9 @@ def test_pyinfra_exec_reaches_every_host(fleet: harness.Fleet) -> None:
 
 
 def test_build_host_bakes_with_named_context(fleet: harness.Fleet) -> None:
-    if not fleet.names("docker"):
-        pytest.skip("fleet has no build hosts")
+    assert fleet.names("docker"), (
+        "the session fleet has no build host (SAGEFLEET_FLEET_BUILD_HOSTS=0)"
+    )
     bake = textwrap.dedent(
         r"""
         set -e
@@ -120,6 +122,7 @@ def test_fault_helpers(fleet_factory) -> None:
     assert proc.returncode == 0, _out(proc)
 
 
+@pytest.mark.opt_in
 @pytest.mark.skipif(
     os.environ.get("SAGEFLEET_FLEET_SCALE") != "1", reason="set SAGEFLEET_FLEET_SCALE=1 (20 hosts)"
 )
@@ -144,8 +147,7 @@ def test_twenty_hosts(fleet_factory) -> None:
 
 
 def test_teardown_removes_everything(tmp_path: Path) -> None:
-    if problem := harness.engine_problem():
-        pytest.skip(problem)
+    require_fleet()
     with pytest.raises(RuntimeError, match="boom"):
         with harness.Fleet(n_ssh=1, n_build=1, workdir=tmp_path / "f") as fleet:
             run_id = fleet.run_id
@@ -156,8 +158,7 @@ def test_teardown_removes_everything(tmp_path: Path) -> None:
 
 def test_fixture_teardown_after_failing_test(tmp_path: Path) -> None:
     """A failing test that used fleet_factory leaves nothing behind (finalizer path)."""
-    if problem := harness.engine_problem():
-        pytest.skip(problem)
+    require_fleet()
     run_file = tmp_path / "run_id"
     (tmp_path / "conftest.py").write_text(
         textwrap.dedent(
@@ -194,8 +195,7 @@ def test_fixture_teardown_after_failing_test(tmp_path: Path) -> None:
 
 
 def test_orphans_of_a_killed_run_are_reaped(tmp_path: Path) -> None:
-    if problem := harness.engine_problem():
-        pytest.skip(problem)
+    require_fleet()
     script = textwrap.dedent(
         f"""
         import os, sys
@@ -220,8 +220,7 @@ def test_listing_survives_a_fleet_removed_by_another_run(tmp_path: Path) -> None
     """Regression: a second test run reaping orphans at session start listed every test
     fleet while another run tore its own down; docker's list() inspects each listed
     container afterwards and failed with 404, failing that run's fixture setup."""
-    if problem := harness.engine_problem():
-        pytest.skip(problem)
+    require_fleet()
     client = harness.docker_client()
     with harness.Fleet(n_ssh=2, workdir=tmp_path / "f", client=client) as fleet:
         victim = fleet._container("gpu-1")

@@ -36,9 +36,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-from conftest import _skip_without_engine  # noqa: E402
+from conftest import require_fleet  # noqa: E402
 
 from sagefleet.offline import build_wheelhouse, serve_wheelhouse  # noqa: E402
+from tests.conftest import need  # noqa: E402
 from tests.offline_pins import group_file, offline_pins  # noqa: E402
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
@@ -60,7 +61,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 def registry(workdir: Path, ip: str, user: str = "fleet"):
     """docker-registry serve on ip:<free port>, TLS (a CA made here) + htpasswd (bcrypt)."""
     if not os.access(REGISTRY_BIN, os.X_OK):
-        pytest.skip(f"{REGISTRY_BIN} missing: run scripts/setup-registry")
+        need(f"{REGISTRY_BIN} missing: run scripts/setup-registry", "the test registry")
     workdir.mkdir(parents=True, exist_ok=True)
     with socket.socket() as s:
         s.bind((ip, 0))
@@ -149,7 +150,7 @@ class Ps:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    _skip_without_engine()
+    require_fleet()
     tmp = tmp_path_factory.mktemp("rollout")
     t0 = time.monotonic()
     gw = "172.17.0.1"
@@ -268,7 +269,48 @@ def make_release_b(env, name: str = "b", extra: str = "") -> str:
         "build-1", f"docker image inspect -f '{{{{json .RepoDigests}}}}' {tag}"
     ).output
     b = next(d for d in json.loads(digests) if d.startswith(env["repo"] + "@"))
+    assert b == f"{env['repo']}@{served_digest(env, f'release-{name}')}"
     return b
+
+
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+
+
+def served_digest(env, tag: str) -> str:
+    """The digest the registry serves for REPO_PATH:tag (HEAD of its manifest, over TLS
+    with the test CA, basic auth): asked of the registry, not of bake or the nodes."""
+    reg = env["registry"]
+    auth = base64.b64encode(f"{reg['user']}:{reg['password']}".encode()).decode()
+    request = urllib.request.Request(
+        f"https://{reg['host']}/v2/{REPO_PATH}/manifests/{tag}",
+        method="HEAD",
+        headers={"Accept": MANIFEST_TYPES, "Authorization": f"Basic {auth}"},
+    )
+    ctx = ssl.create_default_context(cafile=str(reg["ca"]))
+    with urllib.request.urlopen(request, context=ctx, timeout=10) as response:
+        digest = response.headers["Docker-Content-Digest"]
+    assert digest and digest.startswith("sha256:"), f"registry served {digest!r} for {tag}"
+    return digest
+
+
+def running_digests(env, node: str) -> list[str]:
+    """RepoDigests of the image the node's container really runs (by image ID)."""
+    out = (
+        env["fleet"]
+        .exec(
+            node,
+            "docker image inspect -f '{{json .RepoDigests}}' \"$(docker inspect -f '{{.Image}}' comfyui)\"",
+        )
+        .output
+    )
+    return json.loads(out)
 
 
 def assert_no_secret(env, text: str) -> None:
@@ -291,7 +333,12 @@ def test_rollout_moves_every_node_then_changes_nothing(env):
     target = s["target"]
     assert target.startswith(env["repo"] + "@sha256:")
     assert set(images(env).values()) == {target}
-    # The pushed digest is what the registry serves under the tag: bake's metadata is right.
+    # The pushed digest is what the registry serves under the tag: bake's metadata is right,
+    # and every node runs an image with exactly that digest.
+    served = f"{env['repo']}@{served_digest(env, offline_pins().image_label)}"
+    assert target == served, f"rolled out {target}, the registry serves {served}"
+    for n in NODES:
+        assert served in running_digests(env, n), f"{n}: {running_digests(env, n)}"
     env["state"]["A"] = target
     env["state"]["first_s"] = first.seconds
 

@@ -71,7 +71,8 @@ def test_shell_metacharacters_in_pins_never_run(
     marker = f"{MARK}-{case}"
     if source == "group":
         result = project.run(data={key: value})
-        where = "group_data"
+        # The run's own override file (FleetDeploy.prepare), not any group_data dir.
+        where = result.args[result.args.index("--group-data") + 1] + "/offline.py"
     elif source == "host":
         result = project.run(host_data={"build-1": {key: value}})
         where = "inventory host build-1"
@@ -79,8 +80,15 @@ def test_shell_metacharacters_in_pins_never_run(
         result = project.run("deploy.py", "--data", f"{key}={value}")
         where = "--data"
     assert result.rc == 2, result.describe()
-    assert "invalid pins, no host was contacted" in result.output, result.describe()
-    assert f"{where}" in result.output and f"{key}" in result.output, result.describe()
+    _, _, refusal = result.stderr.partition("sagefleet: invalid pins, no host was contacted:\n")
+    assert refusal, result.describe()
+    # One line names the source, the key and the value (the payload, as its repr shows it).
+    named = [
+        line
+        for line in refusal.splitlines()
+        if line.startswith(f"  {where}: {key}") and f"touch {marker}" in line
+    ]
+    assert named, f"no line names {where}, {key} and the value:\n{refusal}"
     assert "Connected" not in result.output, result.describe()
     assert not Path(marker).exists()
     for host in fleet.hosts:

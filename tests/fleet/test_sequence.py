@@ -73,6 +73,8 @@ def test_idempotence(project: FleetDeploy, converge: DeployResult) -> None:
     again = project.run()
     print(f"no-change run: {time.monotonic() - t0:.1f}s")
     assert again.ok, again.describe()
+    for host in _build_hosts(project.fleet):  # raises when no operation ran there
+        assert not again.changed(host), f"{host}:\n{offenders(again)}"
     assert not again.changed(), (
         "the second converge changed (host: operation):\n"
         + offenders(again)
@@ -118,14 +120,15 @@ def test_verify(fleet: harness.Fleet, project: FleetDeploy, converge: DeployResu
         assert gpus == {h: {"nvidia_smi": False, "gpus": []} for h in gpu}, gpus
 
 
-def test_destroy(fleet: harness.Fleet, request: pytest.FixtureRequest) -> None:
-    """Destroy removes every container and volume of the fleet. The session fleet is
-    destroyed here only when no later test needs it (else by the fixture's teardown)."""
+def test_destroy(fleet: harness.Fleet, request: pytest.FixtureRequest, fleet_factory) -> None:
+    """Destroy removes every container and volume of a fleet. The session fleet is
+    destroyed here when no later test needs it; else a fleet of its own (1 SSH host +
+    1 build host) is, and the session fleet's teardown checks the same afterwards."""
     items = request.session.items
     later = [i for i in items[items.index(request.node) + 1 :] if "fleet" in i.fixturenames]
-    if later:
-        pytest.skip(f"{len(later)} later tests use the session fleet; its teardown destroys it")
+    target = fleet_factory(n_ssh=1, n_build=1, ready=False) if later else fleet
+    assert harness.labelled(target.client, target.run_id) != ([], []), "nothing to destroy"
     t0 = time.monotonic()
-    fleet.down()
-    print(f"destroy of {len(fleet.hosts)} hosts: {time.monotonic() - t0:.1f}s")
-    assert harness.labelled(fleet.client, fleet.run_id) == ([], [])
+    target.down()
+    print(f"destroy of {len(target.hosts)} hosts: {time.monotonic() - t0:.1f}s")
+    assert harness.labelled(target.client, target.run_id) == ([], [])
