@@ -7,7 +7,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run dry test unit lint engine setup demo fleet-down report rollout bench clean
+.PHONY: run dry test unit lint engine setup demo fleet-down report rollout bench clean mutation mutation-report
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -53,5 +53,15 @@ test: setup
 	$(BIN)/ruff check .
 	SAGEFLEET_REQUIRE_ENGINE=1 $(BIN)/pytest -q -ra
 
+# Mutation testing of the modules that decide (unit tests only; not in CI: see
+# docs/testing.md for its run time). MUTATION_WORKERS=1 by default (shared machine).
+mutation: $(STAMP)
+	$(BIN)/pip install -q 'mutmut==3.8.1'
+	$(BIN)/python scripts/mutation run
+	$(BIN)/python scripts/mutation report
+
+mutation-report: $(STAMP)
+	$(BIN)/python scripts/mutation report --survivors
+
 clean:
-	rm -rf $(VENV) reports
+	rm -rf $(VENV) reports mutants

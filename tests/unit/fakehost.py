@@ -73,8 +73,11 @@ def command_data(command: Any) -> Any:
 
 
 @contextmanager
-def using(host: FakeHost) -> Iterator[FakeHost]:
-    """Make host (and a state with default config) the current pyinfra context."""
-    state = SimpleNamespace(config=Config(), cwd=None, print_noop_info=False)
+def using(host: FakeHost, is_executing: bool = False) -> Iterator[FakeHost]:
+    """Make host (and a state with default config) the current pyinfra context;
+    is_executing: whether the run executes (True) or only plans (--dry, planning)."""
+    state = SimpleNamespace(
+        config=Config(), cwd=None, print_noop_info=False, is_executing=is_executing
+    )
     with ctx_state.use(state), ctx_host.use(host):
         yield host
