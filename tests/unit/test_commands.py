@@ -274,3 +274,107 @@ def test_git_context_never_runs_its_values(tmp_path, value):
         ["git", "-C", "C" + value, "checkout", "--force", "FETCH_HEAD", "V="],
     ]
     assert (tmp_path / "work" / ("M" + value)).read_text() == value + "\n"
+
+
+# --- the probe, pull, push and service builders, tested like the others ------------------
+
+
+def test_probe():
+    assert commands.probe("reg/img:latest", "/opt/b/probe.py", "/opt/b/probe", gpus=False) == (
+        "id=$(docker image inspect -f '{{.Id}}' reg/img:latest) && mkdir -p /opt/b/probe && "
+        'out=/opt/b/probe/"${id#sha256:}".json && '
+        "docker run --rm -i --network none --entrypoint python reg/img:latest "
+        "- --mode kernels --timeout 300 --quick < /opt/b/probe.py "
+        '> "$out.tmp" && mv "$out.tmp" "$out"'
+    )
+
+
+def test_probe_on_a_gpu_host_full_run():
+    cmd = commands.probe("i", "/p.py", "/r", gpus=True, quick=False, timeout_s=90.9)
+    assert "docker run --rm -i --network none --gpus all --entrypoint python i " in cmd
+    assert cmd.endswith(
+        '- --mode kernels --timeout 90 < /p.py > "$out.tmp" && mv "$out.tmp" "$out"'
+    )
+
+
+def test_pull():
+    digest = "reg:5000/s/x@sha256:" + "a" * 64
+    assert commands.pull(digest) == f"docker pull -q {digest} >/dev/null"
+    assert (
+        commands.pull(digest, "/s/r")
+        == f"env DOCKER_CONFIG=/s/r docker pull -q {digest} >/dev/null"
+    )
+
+
+def test_service_args():
+    argv = commands.service_args(
+        "comfyui", "i@sha256:x", 8188, "always", [("/m", "/app/m")], ["--a", "b c"], True, "h"
+    )
+    assert argv == [
+        "docker", "run", "-d", "--name", "comfyui", "--restart", "always",
+        "--label", "org.sagefleet.settings=h", "-p", "8188:8188", "-e", "COMFY_PORT=8188",
+        "-e", "CLI_ARGS=--a b c", "-v", "/m:/app/m", "--gpus", "all", "i@sha256:x",
+    ]  # fmt: skip
+    assert "--gpus" not in commands.service_args("c", "i", 1, "no", [], [], False, "h")
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_probe_never_runs_its_values(tmp_path, value):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / ("P" + value)).write_text("print('probe')\n")
+    command = commands.probe("I" + value, "P" + value, "R" + value, gpus=True)
+    result, calls = run_sh(tmp_path, command)
+    assert result.returncode == 0, result.stderr
+    assert calls == [
+        ["docker", "image", "inspect", "-f", "{{.Id}}", "I" + value, "V="],
+        ["docker", "run", "--rm", "-i", "--network", "none", "--gpus", "all", "--entrypoint",
+         "python", "I" + value, "-", "--mode", "kernels", "--timeout", "300", "--quick", "V="],
+    ]  # fmt: skip
+    # The stub prints no image ID: the result lands in R<value>/.json, inside the results dir.
+    assert (tmp_path / "work" / ("R" + value) / ".json").exists()
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_pull_never_runs_its_values(tmp_path, value):
+    result, calls = run_sh(tmp_path, commands.pull("I" + value, "D" + value))
+    assert result.returncode == 0, result.stderr
+    assert calls == [["docker", "pull", "-q", "I" + value, "V="]]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_bake_push_never_runs_its_values(tmp_path, value):
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / ("C" + value)).mkdir()
+    command = commands.bake_push(
+        context_dir="C" + value,
+        bake_files=["F" + value],
+        target="T" + value,
+        variables={"V": value},
+        metadata_path="../M" + value,
+        inputs_path="../N" + value,
+        inputs="sha256:" + value,
+        log_path="../G" + value,
+        lock_path="../L" + value,
+        docker_config="D" + value,
+    )
+    result, calls = run_sh(tmp_path, command)
+    assert result.returncode == 0, result.stderr
+    assert calls == [
+        ["flock", "-n", "9", "V="],
+        ["docker", "buildx", "bake", "-f", "F" + value, "--progress=plain", "--push",
+         "--metadata-file", "../M" + value, "T" + value, "V=" + value],
+    ]  # fmt: skip
+    # Paths are relative to the context dir: ../N lands in the working directory.
+    assert (tmp_path / "work" / ("N" + value)).read_text() == "sha256:" + value + "\n"
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_start_service_never_runs_its_values(tmp_path, value):
+    argv = commands.service_args("N", "I" + value, 1, "R" + value, [], ["A" + value], False, "h")
+    command = commands.start_service("N", "I" + value, argv, [("S" + value, "/d")], "T" + value)
+    result, calls = run_sh(tmp_path, command)
+    assert result.returncode == 0, result.stderr
+    assert calls[-1] == [*argv, "V="]
+    assert (tmp_path / "work" / ("S" + value)).is_dir() and (
+        tmp_path / "work" / ("T" + value)
+    ).is_dir()
