@@ -77,7 +77,7 @@ def using(host: FakeHost, is_executing: bool = False) -> Iterator[FakeHost]:
     """Make host (and a state with default config) the current pyinfra context;
     is_executing: whether the run executes (True) or only plans (--dry, planning)."""
     state = SimpleNamespace(
-        config=Config(), cwd=None, print_noop_info=False, is_executing=is_executing
+        config=Config(), cwd=None, print_noop_info=False, is_executing=is_executing, inventory=None
     )
     with ctx_state.use(state), ctx_host.use(host):
         yield host

@@ -1,0 +1,1 @@
+print("a probe script written for this test")
