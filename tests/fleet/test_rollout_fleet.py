@@ -335,7 +335,7 @@ def test_rollout_moves_every_node_then_changes_nothing(env):
     assert set(images(env).values()) == {target}
     # The pushed digest is what the registry serves under the tag: bake's metadata is right,
     # and every node runs an image with exactly that digest.
-    served = f"{env['repo']}@{served_digest(env, offline_pins().image_label)}"
+    served = f"{env['repo']}@{served_digest(env, offline_pins().image.image_label)}"
     assert target == served, f"rolled out {target}, the registry serves {served}"
     for n in NODES:
         assert served in running_digests(env, n), f"{n}: {running_digests(env, n)}"
