@@ -378,3 +378,24 @@ def test_start_service_never_runs_its_values(tmp_path, value):
     assert (tmp_path / "work" / ("S" + value)).is_dir() and (
         tmp_path / "work" / ("T" + value)
     ).is_dir()
+
+
+@pytest.mark.parametrize(
+    "ref, registry",
+    [
+        ("localhost/x:1", "localhost"),
+        ("reg:5000/x:1", "reg:5000"),
+        ("ghcr.io/org/x:1", "ghcr.io"),
+        ("library/ubuntu:24.04", "docker.io"),
+        ("ubuntu", "docker.io"),
+        ("localhostx/y", "docker.io"),
+    ],
+)
+def test_registry_of(ref, registry):
+    assert commands.registry_of(ref) == registry
+
+
+def test_start_service_creates_every_volume_dir():
+    argv = commands.service_args("c", "i", 1, "no", [], [], False, "h")
+    cmd = commands.start_service("c", "i", argv, [("/a b", "/x"), ("/c", "/y")], "/s")
+    assert cmd.startswith("mkdir -p /s '/a b' /c && ")

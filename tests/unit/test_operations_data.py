@@ -6,7 +6,9 @@ or {"args": ..., "facts": ..., "exception": {"name": ..., "message": ...}}. An a
 Snapshot; {"expectation": {...}} as a sagefleet.gate.Expectation (wheels as
 name: [version, build tag]). "executing":
 true runs the case as an executing run (pyinfra's state.is_executing), false or
-absent as planning (--dry). "xfail": "why" marks a known bug (strict).
+absent as planning (--dry). "snapshot_fresh_after": whether the snapshot argument
+still describes the host after the operation (false once it changed something;
+required with a snapshot argument). "xfail": "why" marks a known bug (strict).
 
 The operations are found in sagefleet.operations (a module, or a package and its
 modules): every function pyinfra's @operation decorated there. Each needs a
@@ -31,7 +33,17 @@ from sagefleet.operations.snapshot import Snapshot
 
 DATA = Path(__file__).parent / "data" / "operations"
 CASES = sorted(DATA.glob("*/*.json"))
-KEYS = {"description", "args", "facts", "commands", "noops", "exception", "executing", "xfail"}
+KEYS = {
+    "description",
+    "args",
+    "facts",
+    "commands",
+    "noops",
+    "exception",
+    "executing",
+    "snapshot_fresh_after",
+    "xfail",
+}
 
 
 def our_operations() -> dict[str, object]:
@@ -111,6 +123,11 @@ def test_operation_case(path, case):
             assert host.noops == case.get("noops", [])
             if not commands:
                 assert host.noops, "a no-change result must say why (host.noop)"
+
+    snapshots = [a for a in args.values() if isinstance(a, Snapshot)]
+    if snapshots:
+        assert "snapshot_fresh_after" in case, "a case with a snapshot says whether it stays fresh"
+        assert snapshots[0].fresh is case["snapshot_fresh_after"]
 
     # A fact the fixture provides but the operation never read is a stale fixture.
     provided = {(name, key) for name, by in case.get("facts", {}).items() for key in by}
