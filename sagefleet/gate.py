@@ -64,6 +64,26 @@ def _capability(gpu: Mapping) -> tuple[int, int] | None:
         return None
 
 
+def _accuracy_failures(name: str, summary: Mapping, expect: Expectation) -> list[str]:
+    """A kernel that ran (status ok) must show finite accuracy within bounds: the probe
+    summarises an infinite relative L1 (or a NaN output) as null, which fails here as it
+    does in probe.recommend."""
+    failures = []
+    cosine, rel_l1 = summary.get("min_cosine"), summary.get("max_rel_l1")
+    if not _finite(cosine):
+        failures.append(f"kernel {name}: cosine similarity {cosine!r} is not a finite measurement")
+    elif cosine < expect.min_cosine:
+        failures.append(f"kernel {name}: cosine similarity {cosine:.4f} < {expect.min_cosine}")
+    if not _finite(rel_l1):
+        failures.append(
+            f"kernel {name}: relative L1 {rel_l1!r} is not a finite measurement "
+            "(infinite or not measured)"
+        )
+    elif rel_l1 > expect.max_rel_l1:
+        failures.append(f"kernel {name}: relative L1 {rel_l1:.4f} > {expect.max_rel_l1}")
+    return failures
+
+
 def gate_failures(report: Mapping, expect: Expectation) -> list[str]:
     """Every reason this probe report fails the gate; empty when it passes."""
     if report.get("fatal"):
@@ -129,23 +149,7 @@ def gate_failures(report: Mapping, expect: Expectation) -> list[str]:
         if status != "ok":
             continue
         summary = (report.get("summary") or {}).get(name) or {}
-        cosine, rel_l1 = summary.get("min_cosine"), summary.get("max_rel_l1")
-        # A kernel that ran (status ok) must show finite accuracy within bounds: the probe
-        # summarises an infinite relative L1 (or a NaN output) as null, which fails here
-        # as it does in probe.recommend.
-        if not _finite(cosine):
-            failures.append(
-                f"kernel {name}: cosine similarity {cosine!r} is not a finite measurement"
-            )
-        elif cosine < expect.min_cosine:
-            failures.append(f"kernel {name}: cosine similarity {cosine:.4f} < {expect.min_cosine}")
-        if not _finite(rel_l1):
-            failures.append(
-                f"kernel {name}: relative L1 {rel_l1!r} is not a finite measurement "
-                "(infinite or not measured)"
-            )
-        elif rel_l1 > expect.max_rel_l1:
-            failures.append(f"kernel {name}: relative L1 {rel_l1:.4f} > {expect.max_rel_l1}")
+        failures += _accuracy_failures(name, summary, expect)
     return failures
 
 

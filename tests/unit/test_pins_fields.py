@@ -46,6 +46,7 @@ CHANGED = {
     "verify_max_rel_l1": 0.05,
     "probe_quick": False,
     "probe_timeout_s": 120,
+    "probe_workload_seq_lens": [1024, 4096],
     "registry_auth_file": "/root/auth.json",
     "state_dir": "/srv/state",
     "service_name": "comfy-2",
@@ -136,6 +137,10 @@ BAD_TYPE = [
     ("pip_ca_bundle", f"{B}: pip_ca_bundle = b'x': must be a string, not bytes"),
     ("probe_quick", f"{B}: probe_quick = b'x': must be True or False, not bytes"),
     ("probe_timeout_s", f"{B}: probe_timeout_s = b'x': must be a number"),
+    (
+        "probe_workload_seq_lens",
+        f"{B}: probe_workload_seq_lens = b'x': must be a list of sequence lengths, not bytes",
+    ),
     ("python_version", f"{B}: python_version = b'x': must be a string, not bytes"),
     ("registry_auth_file", f"{B}: registry_auth_file = b'x': must be a string, not bytes"),
     ("registry_url", f"{B}: registry_url = b'x': must be a string, not bytes"),

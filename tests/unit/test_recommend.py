@@ -11,6 +11,10 @@ import pytest
 from sagefleet import probe
 
 GPU = {"available": True, "capability": "9.0"}
+SUMMARY_KEYS = dict.fromkeys(
+    ["status", "shapes", "best_speedup", "median_speedup", "median_speedup_long",
+     "min_cosine", "max_rel_l1"]
+)  # fmt: skip
 
 
 def shape(seq, speedup, cosine=0.9999, rel_l1=0.013, error=None):
@@ -34,6 +38,18 @@ def rec(summary, **kw):
     return probe.recommend(summary, GPU, **kw)
 
 
+def decision(got: dict, reason_start: str | None = None) -> tuple:
+    """(use, kernel) and whether the reason starts with the expected words: the decision
+    and its first clause are this module's; the probe may append context (crossover)."""
+    ok = reason_start is None or got["reason"].startswith(reason_start)
+    assert ok, got["reason"]
+    return got["use_sage_attention"], got["kernel"]
+
+
+def subset(got: dict, want: dict) -> dict:
+    return {k: got[k] for k in want}
+
+
 # --------------------------------------------------------------------------- summarize
 
 
@@ -53,7 +69,7 @@ def test_summarize_counts_only_shapes_without_error_and_long_from_long_seq():
         }
     ]
     got = probe.summarize(kernels)["k"]
-    assert got == {
+    assert subset(got, SUMMARY_KEYS) == {
         "status": "ok",
         "shapes": 5,
         "best_speedup": 3.0,
@@ -81,7 +97,7 @@ def test_summarize_infinite_rel_l1_is_null_and_nan_speedup_stays():
 
 def test_summarize_no_shapes():
     got = probe.summarize([{"kernel": "k", "status": "error"}])["k"]
-    assert got == {
+    assert subset(got, SUMMARY_KEYS) == {
         "status": "error",
         "shapes": 0,
         "best_speedup": None,
@@ -97,11 +113,12 @@ def test_summarize_no_shapes():
 
 def test_recommend_passes_with_the_dispatched_kernel_and_exact_reason():
     summary = {"sageattn": entry(median_speedup_long=1.25, min_cosine=0.99912)}
-    assert probe.recommend(summary, GPU, "sageattn_qk_int8_pv_fp8_cuda_sm90") == {
-        "use_sage_attention": True,
-        "kernel": "sageattn_qk_int8_pv_fp8_cuda_sm90",
-        "reason": "sageattn median 1.25x vs SDPA at seq >= 4096, min cosine 0.9991",
-    }
+    got = probe.recommend(summary, GPU, "sageattn_qk_int8_pv_fp8_cuda_sm90")
+    assert decision(got, "sageattn median 1.25x vs SDPA at seq >= 4096") == (
+        True,
+        "sageattn_qk_int8_pv_fp8_cuda_sm90",
+    )
+    assert got["reason"].endswith(", min cosine 0.9991")
     assert rec(summary)["kernel"] == "sageattn"  # no dispatch known: the entry point
     assert probe.recommend(summary, None)["use_sage_attention"] is True  # GPU not described
 
@@ -124,11 +141,7 @@ def test_recommend_passes_with_the_dispatched_kernel_and_exact_reason():
     ],
 )  # fmt: skip
 def test_recommend_refusals_exact(changes, kwargs, reason):
-    assert rec({"sageattn": entry(**changes)}, **kwargs) == {
-        "use_sage_attention": False,
-        "kernel": None,
-        "reason": reason,
-    }
+    assert decision(rec({"sageattn": entry(**changes)}, **kwargs), reason) == (False, None)
 
 
 def test_recommend_bounds_are_inclusive():
@@ -150,16 +163,8 @@ def test_recommend_names_other_passing_kernels_sorted():
 
 
 def test_recommend_without_measurements():
-    assert rec({}) == {
-        "use_sage_attention": False,
-        "kernel": None,
-        "reason": "kernels not measured (inventory only)",
-    }
-    assert rec({"alpha": entry()}) == {
-        "use_sage_attention": False,
-        "kernel": None,
-        "reason": "sageattn was not measured",
-    }
+    assert decision(rec({}), "kernels not measured (inventory only)") == (False, None)
+    assert decision(rec({"alpha": entry()}), "sageattn was not measured") == (False, None)
     assert probe.recommend({"sageattn": entry()}, {"available": False}) == {
         "use_sage_attention": False,
         "kernel": None,

@@ -37,6 +37,13 @@ def rec(record):
     return analysis.host_recommendation(record)
 
 
+def decision(got: dict, reason_start: str | None = None) -> tuple:
+    """(use, kernel), checking that the reason starts with the expected words."""
+    ok = reason_start is None or got["reason"].startswith(reason_start)
+    assert ok, got["reason"]
+    return got["use_sage_attention"], got["kernel"]
+
+
 def test_keep():
     assert analysis._keep("why") == {"use_sage_attention": False, "kernel": None, "reason": "why"}
 
@@ -88,11 +95,13 @@ def test_recommendation_of_a_failed_probe():
 
 
 def test_recommendation_computed_here():
-    assert rec({"probe": probe()}) == {
-        "use_sage_attention": True,
-        "kernel": "sageattn_qk_int8_pv_fp8_cuda_sm90",  # dispatch of sageattention 2.2.0 on 9.0
-        "reason": "sageattn median 1.50x vs SDPA at seq >= 4096, min cosine 0.9995",
-    }
+    # The kernel is the dispatch of sageattention 2.2.0 on compute capability 9.0.
+    got = rec({"probe": probe()})
+    assert decision(got, "sageattn median 1.50x vs SDPA at seq >= 4096") == (
+        True,
+        "sageattn_qk_int8_pv_fp8_cuda_sm90",
+    )
+    assert got["reason"].endswith(", min cosine 0.9995")
     old = probe(packages={"sageattention": {"version": "1.0.6"}})
     assert rec({"probe": old})["kernel"] == "sageattn"
     unknown_arch = probe(gpu={"available": True, "capability": "7.5"})
@@ -100,10 +109,8 @@ def test_recommendation_computed_here():
 
 
 def test_recommendation_without_kernels_is_inventory_only():
-    assert rec({"probe": probe(kernels=[])}) == {
-        **KEEP,
-        "reason": "kernels not measured (inventory only)",
-    }
+    got = rec({"probe": probe(kernels=[])})
+    assert decision(got, "kernels not measured (inventory only)")[0] is False
     summary_only = probe(summary={"sageattn": {"status": "ok"}})
     del summary_only["kernels"]
     assert rec({"probe": summary_only})["reason"] == "kernels not measured (inventory only)"
@@ -132,18 +139,19 @@ def test_recommendation_uses_the_probes_thresholds(thresholds, passes, reason):
     got = rec({"probe": probe(thresholds=thresholds)})
     assert got["use_sage_attention"] is passes
     if reason:
-        assert got["reason"] == reason
+        assert got["reason"].startswith(reason), got["reason"]
 
 
 def test_default_thresholds_are_the_probes():
-    assert rec({"probe": probe(cosine=0.9899)})["reason"] == "sageattn min cosine 0.9899 < 0.99"
-    assert rec({"probe": probe(rel_l1=0.11)})["reason"] == "sageattn max rel L1 0.1100 > 0.1"
-    assert rec({"probe": probe(speedup=1.0)})["reason"] == (
+    def reason(**kw):
+        return rec({"probe": probe(**kw)})["reason"]
+
+    assert reason(cosine=0.9899).startswith("sageattn min cosine 0.9899 < 0.99")
+    assert reason(rel_l1=0.11).startswith("sageattn max rel L1 0.1100 > 0.1")
+    assert reason(speedup=1.0).startswith(
         "sageattn median speedup 1.00x at seq >= 4096 is not > 1.0"
     )
-    assert rec({"probe": probe(seq=4095)})["reason"] == (
-        "sageattn has no measured shape with seq >= 4096"
-    )
+    assert reason(seq=4095).startswith("sageattn has no measured shape with seq >= 4096")
 
 
 def test_recommendation_label_each_branch():
