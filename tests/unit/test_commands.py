@@ -280,7 +280,7 @@ def test_git_context_never_runs_its_values(tmp_path, value):
 
 
 def test_probe():
-    assert commands.probe("reg/img:latest", "/opt/b/probe.py", "/opt/b/probe", gpus=False) == (
+    assert commands.probe("reg/img:latest", "/opt/b/probe.py", "/opt/b/probe") == (
         "id=$(docker image inspect -f '{{.Id}}' reg/img:latest) && mkdir -p /opt/b/probe && "
         'out=/opt/b/probe/"${id#sha256:}".json && '
         "docker run --rm -i --network none --entrypoint python reg/img:latest "
@@ -290,10 +290,14 @@ def test_probe():
 
 
 def test_probe_on_a_gpu_host_full_run():
-    cmd = commands.probe("i", "/p.py", "/r", gpus=True, quick=False, timeout_s=90.9)
+    cmd = commands.probe(
+        "i", "/p.py", "/r", ["--gpus", "all"], quick=False, timeout_s=90.9,
+        workload_seq_lens=(4096.0, 1024),
+    )  # fmt: skip
     assert "docker run --rm -i --network none --gpus all --entrypoint python i " in cmd
     assert cmd.endswith(
-        '- --mode kernels --timeout 90 < /p.py > "$out.tmp" && mv "$out.tmp" "$out"'
+        '- --mode kernels --timeout 90 --workload-seq-lens 4096 1024 < /p.py > "$out.tmp" '
+        '&& mv "$out.tmp" "$out"'
     )
 
 
@@ -308,21 +312,25 @@ def test_pull():
 
 def test_service_args():
     argv = commands.service_args(
-        "comfyui", "i@sha256:x", 8188, "always", [("/m", "/app/m")], ["--a", "b c"], True, "h"
-    )
+        "comfyui", "i@sha256:x", 8188, "always", [("/m", "/app/m")], ["--a", "b c"],
+        ["--gpus", "all"], "h",
+    )  # fmt: skip
     assert argv == [
         "docker", "run", "-d", "--name", "comfyui", "--restart", "always",
         "--label", "org.sagefleet.settings=h", "-p", "8188:8188", "-e", "COMFY_PORT=8188",
         "-e", "CLI_ARGS=--a b c", "-v", "/m:/app/m", "--gpus", "all", "i@sha256:x",
     ]  # fmt: skip
-    assert "--gpus" not in commands.service_args("c", "i", 1, "no", [], [], False, "h")
+    assert "--gpus" not in commands.service_args("c", "i", 1, "no", [], [], (), "h")
+    host_net = commands.service_args("c", "i", 1, "no", [], [], (), "h", network="host")
+    assert host_net[7:11] == ["--label", "org.sagefleet.settings=h", "--network", "host"]
+    assert "-p" not in host_net
 
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_probe_never_runs_its_values(tmp_path, value):
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / ("P" + value)).write_text("print('probe')\n")
-    command = commands.probe("I" + value, "P" + value, "R" + value, gpus=True)
+    command = commands.probe("I" + value, "P" + value, "R" + value, ["--gpus", "all"])
     result, calls = run_sh(tmp_path, command)
     assert result.returncode == 0, result.stderr
     assert calls == [
@@ -370,7 +378,7 @@ def test_bake_push_never_runs_its_values(tmp_path, value):
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_start_service_never_runs_its_values(tmp_path, value):
-    argv = commands.service_args("N", "I" + value, 1, "R" + value, [], ["A" + value], False, "h")
+    argv = commands.service_args("N", "I" + value, 1, "R" + value, [], ["A" + value], (), "h")
     command = commands.start_service("N", "I" + value, argv, [("S" + value, "/d")], "T" + value)
     result, calls = run_sh(tmp_path, command)
     assert result.returncode == 0, result.stderr
@@ -396,6 +404,6 @@ def test_registry_of(ref, registry):
 
 
 def test_start_service_creates_every_volume_dir():
-    argv = commands.service_args("c", "i", 1, "no", [], [], False, "h")
+    argv = commands.service_args("c", "i", 1, "no", [], [], (), "h")
     cmd = commands.start_service("c", "i", argv, [("/a b", "/x"), ("/c", "/y")], "/s")
     assert cmd.startswith("mkdir -p /s '/a b' /c && ")

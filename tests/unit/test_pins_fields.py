@@ -58,6 +58,8 @@ CHANGED = {
     "rollout_batch_size": 3,
     "rollout_canary_group": "first",
     "verify_on_nodes": False,
+    "gpu_access": "cdi",
+    "service_network": "host",
     "target_image": DIGEST,
     "rollout_action": "rollback",
     "rollout_results_dir": "/srv/results",
@@ -137,6 +139,11 @@ BAD_TYPE = [
     ("pip_ca_bundle", f"{B}: pip_ca_bundle = b'x': must be a string, not bytes"),
     ("probe_quick", f"{B}: probe_quick = b'x': must be True or False, not bytes"),
     ("probe_timeout_s", f"{B}: probe_timeout_s = b'x': must be a number"),
+    (
+        "gpu_access",
+        f"{B}: gpu_access = b'x': must be one of auto, nvidia-runtime, cdi, none",
+    ),
+    ("service_network", f"{B}: service_network = b'x': must be a string, not bytes"),
     (
         "probe_workload_seq_lens",
         f"{B}: probe_workload_seq_lens = b'x': must be a list of sequence lengths, not bytes",
