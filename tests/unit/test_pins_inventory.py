@@ -54,9 +54,9 @@ def test_override_error_is_reported_once(project):
 
 
 def test_group_error_names_the_groups_file_in_cwd(project):
-    errors = validate_inventory(inventory(gpu={"image_label": "a b"}), str(project))
+    errors = validate_inventory(inventory(gpu={"bake_target": "a b"}), str(project))
     assert errors == [
-        f"{project}/group_data/gpu.py: image_label = 'a b': contains ' ': whitespace, quotes "
+        f"{project}/group_data/gpu.py: bake_target = 'a b': contains ' ': whitespace, quotes "
         "and shell metacharacters are refused (host g1)"
     ]
 
@@ -66,16 +66,16 @@ def test_group_file_of_a_group_data_dir_on_the_command_line_wins(project, monkey
     extra = str(project / "extra")
     flag = ["--group-data", extra] if style == "separate" else [f"--group-data={extra}"]
     monkeypatch.setattr(sys, "argv", ["pyinfra", "inventory.py", "deploy.py", *flag])
-    errors = validate_inventory(inventory(gpu={"image_label": "a b"}), str(project))
-    assert errors[0].startswith(f"{extra}/gpu.py: image_label = 'a b'")
+    errors = validate_inventory(inventory(gpu={"bake_target": "a b"}), str(project))
+    assert errors[0].startswith(f"{extra}/gpu.py: bake_target = 'a b'")
 
 
 def test_group_without_a_file_and_the_all_group(project):
-    errors = validate_inventory(inventory(other={"image_label": "a b"}), str(project))
-    assert errors[0].startswith("group data of group 'other': image_label = 'a b'")
-    bad_all = {**load("all.py"), "image_label": "a b"}
+    errors = validate_inventory(inventory(other={"bake_target": "a b"}), str(project))
+    assert errors[0].startswith("group data of group 'other': bake_target = 'a b'")
+    bad_all = {**load("all.py"), "bake_target": "a b"}
     errors = validate_inventory(inventory(all_data=bad_all), str(project))
-    assert errors[0].startswith(f"{project}/group_data/all.py: image_label = 'a b'")
+    assert errors[0].startswith(f"{project}/group_data/all.py: bake_target = 'a b'")
     assert errors[0].endswith("(host b1)") and len(errors) == 1
 
 
@@ -114,26 +114,3 @@ def test_build_inputs_of_a_local_context():
         got.context_digest, got.requirements, ("docker-bake.hcl",), "complete-cuda", got.variables
     )
     assert got.ca_path is None
-
-
-def test_build_inputs_of_a_git_context_with_a_ca_bundle():
-    data = {
-        **load("all.py"),
-        "build_context": {"git": "https://git.example/x.git", "ref": "v1"},
-        "pip_ca_bundle": "/etc/ssl/certs/ca-certificates.crt",
-        "build_dir": "/srv/b",
-    }
-    got = build_inputs(validate(data))
-    assert got.tarball is None and (got.git.git, got.git.ref) == ("https://git.example/x.git", "v1")
-    assert got.context_digest == "git:https://git.example/x.git@v1"
-    assert got.ca_path == "/srv/b/secrets/pip-ca.pem"
-
-
-def test_build_inputs_of_a_listed_and_of_the_default_context(tmp_path):
-    (tmp_path / "services").mkdir()
-    (tmp_path / "services" / "Dockerfile").write_text("FROM scratch\n")
-    (tmp_path / "docker-bake.hcl").write_text("# written for this test\n")
-    listed = build_inputs(validate({**load("all.py"), "build_context": ["services"]}), tmp_path)
-    assert listed.tarball.files == ("services/Dockerfile",)
-    default = build_inputs(validate(load("all.py")), tmp_path)
-    assert default.tarball.files == ("docker-bake.hcl", "services/Dockerfile")
