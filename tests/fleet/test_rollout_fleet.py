@@ -335,7 +335,8 @@ def test_rollout_moves_every_node_then_changes_nothing(env):
     assert set(images(env).values()) == {target}
     # The pushed digest is what the registry serves under the tag: bake's metadata is right,
     # and every node runs an image with exactly that digest.
-    served = f"{env['repo']}@{served_digest(env, offline_pins().image.image_label)}"
+    tag = group_file("offline")["bake_variables"]["IMAGE_LABEL"]  # the pushed tag
+    served = f"{env['repo']}@{served_digest(env, tag)}"
     assert target == served, f"rolled out {target}, the registry serves {served}"
     for n in NODES:
         assert served in running_digests(env, n), f"{n}: {running_digests(env, n)}"
