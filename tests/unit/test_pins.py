@@ -723,10 +723,6 @@ B = GROUP
 # (overrides, the exact message): every rollout and GPU-node rule, each refusing its bad input.
 BAD_ROLLOUT = [
     (
-        {"target_image": DIGEST},
-        f"{B}: target_image = {DIGEST!r}: unknown key (not a key of group_data/all.py)",
-    ),
-    (
         {"rollout_results_dir": "/tmp/r"},
         f"{B}: " + "rollout_results_dir = '/tmp/r': unknown key (not a key of group_data/all.py)",
     ),

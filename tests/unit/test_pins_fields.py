@@ -5,11 +5,14 @@ bound holds exactly at its edge."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from test_pins import GROUP, KNOWN_KEYS, PinError, load, merged, sources, validate
 
 B = GROUP
+# A Docker config.json written for this test (registry_auth_file must name a real one).
+AUTH_FILE = Path(__file__).resolve().parent / "data" / "registry-auth.json"
 # A valid value for every key, none of them the value in group_data/all.py.
 CHANGED = {
     "python_version": "3.11",
@@ -43,7 +46,7 @@ CHANGED = {
     "probe_quick": False,
     "probe_timeout_s": 120,
     "probe_workload_seq_lens": [1024, 4096],
-    "registry_auth_file": "/root/auth.json",
+    "registry_auth_file": str(AUTH_FILE),
     "state_dir": "/srv/state",
     "service_name": "comfy-2",
     "service_port": 9000,
@@ -59,6 +62,8 @@ CHANGED = {
     "image_tag": "registry.example:5000/team/comfy:v1.2",
     "requirements_path": "services/comfy/complete/extra-requirements.txt",
     "rollout_auto_rollback": False,
+    "allow_sensitive_volumes": True,
+    "service_listen": "0.0.0.0",
     "gpu_access": "cdi",
     "service_network": "host",
 }
@@ -117,77 +122,77 @@ def test_changed_covers_every_key():
     assert [k for k in CHANGED if CHANGED[k] == base[k]] == []
 
 
-# Every key, given bytes: refused under its own name with the reason of its type check.
-BAD_TYPE = [
-    ("bake_cache_ref", f"{B}: bake_cache_ref = b'x': must be a string, not bytes"),
-    ("bake_variables", f"{B}: bake_variables = b'x': must be a dict of NAME -> value"),
-    ("image_tag", f"{B}: image_tag = b'x': must be a string, not bytes"),
-    ("requirements_path", f"{B}: requirements_path = b'x': must be a string, not bytes"),
+# Every key, given a value of a type it does not take: refused under its own name with the
+# reason of its type check.
+BAD_TYPE = [  # (key, a value of the wrong type, the message after the file name)
     (
-        "rollout_auto_rollback",
-        f"{B}: rollout_auto_rollback = b'x': must be True or False, not bytes",
+        "allow_sensitive_volumes",
+        1.5,
+        "allow_sensitive_volumes = 1.5: must be True or False, not float",
     ),
-    ("bake_files", f"{B}: bake_files = b'x': must be a list of strings, not bytes"),
-    ("bake_target", f"{B}: bake_target = b'x': must be a string, not bytes"),
+    ("bake_cache_ref", 1.5, "bake_cache_ref = 1.5: must be a string, not float"),
+    ("bake_files", 1.5, "bake_files = 1.5: must be a list of strings, not float"),
+    ("bake_target", 1.5, "bake_target = 1.5: must be a string, not float"),
+    ("bake_variables", 1.5, "bake_variables = 1.5: must be a dict of NAME -> value"),
     (
         "build_context",
-        f"{B}: build_context = b'x': must be None, a list of relative paths, {{'dir': PATH}} or {{'git': URL, 'ref': REF}}",
+        1.5,
+        "build_context = 1.5: must be None, a list of relative paths, {'dir': PATH} or {'git': URL, 'ref': REF}",
     ),
-    ("build_dir", f"{B}: build_dir = b'x': must be a string, not bytes"),
-    ("cuda_version", f"{B}: cuda_version = b'x': must be a string, not bytes"),
-    ("extra_requirements", f"{B}: extra_requirements = b'x': must be a list of strings, not bytes"),
-    ("force_rebuild", f"{B}: force_rebuild = b'x': must be True or False, not bytes"),
-    ("health_timeout_s", f"{B}: health_timeout_s = b'x': must be a number"),
-    ("local_wheelhouse", f"{B}: local_wheelhouse = b'x': must be True or False, not bytes"),
-    ("min_free_disk_gb", f"{B}: min_free_disk_gb = b'x': must be a non-negative number"),
-    ("pip_ca_bundle", f"{B}: pip_ca_bundle = b'x': must be a string, not bytes"),
-    ("probe_quick", f"{B}: probe_quick = b'x': must be True or False, not bytes"),
-    ("probe_timeout_s", f"{B}: probe_timeout_s = b'x': must be a number"),
-    (
-        "gpu_access",
-        f"{B}: gpu_access = b'x': must be one of auto, nvidia-runtime, cdi, none",
-    ),
-    ("service_network", f"{B}: service_network = b'x': must be a string, not bytes"),
+    ("build_dir", 1.5, "build_dir = 1.5: must be a string, not float"),
+    ("cuda_version", 1.5, "cuda_version = 1.5: must be a string, not float"),
+    ("extra_requirements", 1.5, "extra_requirements = 1.5: must be a list of strings, not float"),
+    ("force_rebuild", 1.5, "force_rebuild = 1.5: must be True or False, not float"),
+    ("gpu_access", 1.5, "gpu_access = 1.5: must be one of auto, nvidia-runtime, cdi, none"),
+    ("health_timeout_s", "x", "health_timeout_s = 'x': must be a number"),
+    ("image_tag", 1.5, "image_tag = 1.5: must be a string, not float"),
+    ("local_wheelhouse", 1.5, "local_wheelhouse = 1.5: must be True or False, not float"),
+    ("min_free_disk_gb", "x", "min_free_disk_gb = 'x': must be a non-negative number"),
+    ("pip_ca_bundle", 1.5, "pip_ca_bundle = 1.5: must be a string, not float"),
+    ("probe_quick", 1.5, "probe_quick = 1.5: must be True or False, not float"),
+    ("probe_timeout_s", "x", "probe_timeout_s = 'x': must be a number"),
     (
         "probe_workload_seq_lens",
-        f"{B}: probe_workload_seq_lens = b'x': must be a list of sequence lengths, not bytes",
+        1.5,
+        "probe_workload_seq_lens = 1.5: must be a list of sequence lengths, not float",
     ),
-    ("python_version", f"{B}: python_version = b'x': must be a string, not bytes"),
-    ("registry_auth_file", f"{B}: registry_auth_file = b'x': must be a string, not bytes"),
-    ("require_sageattn3", f"{B}: require_sageattn3 = b'x': must be True or False, not bytes"),
-    ("rollout_batch_size", f"{B}: rollout_batch_size = b'x': must be a whole number >= 1"),
-    ("rollout_canary_group", f"{B}: rollout_canary_group = b'x': must be a string, not bytes"),
-    ("sage_release_base", f"{B}: sage_release_base = b'x': must be a string, not bytes"),
-    ("sage_wheel_platform", f"{B}: sage_wheel_platform = b'x': must be a string, not bytes"),
-    ("sage_wheel_python_tag", f"{B}: sage_wheel_python_tag = b'x': must be a string, not bytes"),
-    ("sage_wheels", f"{B}: sage_wheels = b'x': must be a dict of name -> pins, not bytes"),
-    ("service_cli_args", f"{B}: service_cli_args = b'x': must be a list of strings, not bytes"),
-    ("service_name", f"{B}: service_name = b'x': must be a string, not bytes"),
-    ("service_port", f"{B}: service_port = b'x': must be a TCP port number (1-65535)"),
-    ("service_restart", f"{B}: service_restart = b'x': must be a string, not bytes"),
-    (
-        "service_volumes",
-        f"{B}: service_volumes = b'x': must be a dict {{host path: container path}}",
-    ),
-    ("state_dir", f"{B}: state_dir = b'x': must be a string, not bytes"),
-    ("torch_index_url", f"{B}: torch_index_url = b'x': must be a string, not bytes"),
-    ("torch_version", f"{B}: torch_version = b'x': must be a string, not bytes"),
-    ("verify_max_rel_l1", f"{B}: verify_max_rel_l1 = b'x': must be a number"),
-    ("verify_min_cosine", f"{B}: verify_min_cosine = b'x': must be a number"),
-    ("verify_on_nodes", f"{B}: verify_on_nodes = b'x': must be True or False, not bytes"),
-    ("verify_torch", f"{B}: verify_torch = b'x': must be True or False, not bytes"),
+    ("python_version", 1.5, "python_version = 1.5: must be a string, not float"),
+    ("registry_auth_file", 1.5, "registry_auth_file = 1.5: must be a string, not float"),
+    ("require_sageattn3", 1.5, "require_sageattn3 = 1.5: must be True or False, not float"),
+    ("requirements_path", 1.5, "requirements_path = 1.5: must be a string, not float"),
+    ("rollout_auto_rollback", 1.5, "rollout_auto_rollback = 1.5: must be True or False, not float"),
+    ("rollout_batch_size", 1.5, "rollout_batch_size = 1.5: must be a whole number >= 1"),
+    ("rollout_canary_group", 1.5, "rollout_canary_group = 1.5: must be a string, not float"),
+    ("sage_release_base", 1.5, "sage_release_base = 1.5: must be a string, not float"),
+    ("sage_wheel_platform", 1.5, "sage_wheel_platform = 1.5: must be a string, not float"),
+    ("sage_wheel_python_tag", 1.5, "sage_wheel_python_tag = 1.5: must be a string, not float"),
+    ("sage_wheels", 1.5, "sage_wheels = 1.5: must be a dict of name -> pins, not float"),
+    ("service_cli_args", 1.5, "service_cli_args = 1.5: must be a list of strings, not float"),
+    ("service_listen", 1.5, "service_listen = 1.5: must be a string, not float"),
+    ("service_name", 1.5, "service_name = 1.5: must be a string, not float"),
+    ("service_network", 1.5, "service_network = 1.5: must be a string, not float"),
+    ("service_port", 1.5, "service_port = 1.5: must be a TCP port number (1-65535)"),
+    ("service_restart", 1.5, "service_restart = 1.5: must be a string, not float"),
+    ("service_volumes", 1.5, "service_volumes = 1.5: must be a dict {host path: container path}"),
+    ("state_dir", 1.5, "state_dir = 1.5: must be a string, not float"),
+    ("torch_index_url", 1.5, "torch_index_url = 1.5: must be a string, not float"),
+    ("torch_version", 1.5, "torch_version = 1.5: must be a string, not float"),
+    ("verify_max_rel_l1", "x", "verify_max_rel_l1 = 'x': must be a number"),
+    ("verify_min_cosine", 1.5, "verify_min_cosine = 1.5: must be between 0.0 and 1.0"),
+    ("verify_on_nodes", 1.5, "verify_on_nodes = 1.5: must be True or False, not float"),
+    ("verify_torch", 1.5, "verify_torch = 1.5: must be True or False, not float"),
 ]
 
 
 def test_bad_type_cases_cover_every_key():
-    assert {key for key, _ in BAD_TYPE} == KNOWN_KEYS
+    assert {key for key, _, _ in BAD_TYPE} == KNOWN_KEYS
 
 
-@pytest.mark.parametrize(("key", "message"), BAD_TYPE)
-def test_bad_type_is_refused_under_its_own_name(key, message):
+@pytest.mark.parametrize(("key", "value", "message"), BAD_TYPE)
+def test_bad_type_is_refused_under_its_own_name(key, value, message):
     with pytest.raises(PinError) as info:
-        validate(merged({key: b"x"}), sources({key: b"x"}))
-    assert str(info.value) == message
+        validate(merged({key: value}), sources({key: value}))
+    assert str(info.value) == f"{B}: {message}"
 
 
 # (key, the edge value that passes, the value just past it, the reason it is refused)
