@@ -317,7 +317,7 @@ def test_service_args():
     )  # fmt: skip
     assert argv == [
         "docker", "run", "-d", "--name", "comfyui", "--restart", "always",
-        "--label", "org.sagefleet.settings=h", "-p", "8188:8188", "-e", "COMFY_PORT=8188",
+        "--label", "org.sagefleet.settings=h", "-p", "127.0.0.1:8188:8188", "-e", "COMFY_PORT=8188",
         "-e", "CLI_ARGS=--a b c", "-v", "/m:/app/m", "--gpus", "all", "i@sha256:x",
     ]  # fmt: skip
     assert "--gpus" not in commands.service_args("c", "i", 1, "no", [], [], (), "h")
