@@ -185,6 +185,8 @@ def test_fixture_teardown_after_failing_test(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         cwd=tmp_path,
+        # the fleet conftest imports tests.conftest (need): the repository root on the path
+        env={**os.environ, "PYTHONPATH": str(HERE.parents[1])},
         capture_output=True,
         text=True,
         timeout=300,
