@@ -115,12 +115,14 @@ def test_parse_fleet_errors(doc, message):
 
 
 def _offline_host_data(tmp_path, overrides: str | None = None) -> dict:
-    """The offline profile's data of a host as pyinfra's CLI loads the inventory."""
+    """The offline profile's data of a host as pyinfra's CLI loads the inventory, in a
+    fresh interpreter (loading inventory.py installs the validation hook and reads the
+    fleet: process-wide state that earlier in-process pyinfra runs of the suite share)."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
     from pathlib import Path
-
-    from pyinfra.api import State
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
 
     root = Path(__file__).resolve().parents[2]
     dirs = []
@@ -128,14 +130,27 @@ def _offline_host_data(tmp_path, overrides: str | None = None) -> dict:
         (tmp_path / "over").mkdir()
         (tmp_path / "over" / "offline.py").write_text(overrides)
         dirs.append(str(tmp_path / "over"))
-    state = State()
-    state.cwd = str(root)
-    with ctx_state.use(state):
-        inventory = make_inventory(
-            str(root / "inventory.py"), cwd=str(root), group_data_directories=dirs
-        )
-    data = inventory.get_host("@local").data
-    return {k: data.get(k) for k in ("sage_release_base", "pip_ca_bundle")}
+    code = textwrap.dedent(
+        f"""
+        import json
+        from pyinfra.api import State
+        from pyinfra.context import ctx_state
+        from pyinfra_cli.inventory import make_inventory
+        state = State()
+        state.cwd = {str(root)!r}
+        with ctx_state.use(state):
+            inventory = make_inventory(
+                {str(root / "inventory.py")!r}, cwd={str(root)!r}, group_data_directories={dirs!r}
+            )
+        data = inventory.get_host("@local").data
+        print(json.dumps({{k: data.get(k) for k in ("sage_release_base", "pip_ca_bundle")}}))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_offline_run_data_comes_from_the_inventory_not_group_data(tmp_path, monkeypatch):
