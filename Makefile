@@ -51,7 +51,10 @@ test: setup
 	bash scripts/setup-fleet-images --build
 	bash scripts/setup-registry
 	$(BIN)/ruff check .
-	SAGEFLEET_REQUIRE_ENGINE=1 $(BIN)/pytest -q -ra
+	# Two processes: the unit tests never share a process with the fleet's in-process
+	# pyinfra, gevent and SSH state (an order-dependent hang was seen when they did).
+	SAGEFLEET_REQUIRE_ENGINE=1 $(BIN)/pytest -q -ra tests/unit
+	SAGEFLEET_REQUIRE_ENGINE=1 $(BIN)/pytest -q -ra tests/fleet tests/integration
 
 # Mutation testing of the modules that decide (unit tests only; not in CI: see
 # docs/testing.md for its run time). MUTATION_WORKERS=1 by default (shared machine).
