@@ -1,13 +1,13 @@
 # Two commands on a fresh machine:
 #   make run    the main job: deploy the pinned image to the fleet (this machine if none)
 #   make test   every test, against a real Docker engine and a real SSH test fleet
-# More: make dry | demo | report | rollout | bench | lint | unit
+# More: make dry | demo | report | samples | rollout | bench | lint | unit
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: run dry test unit lint engine setup demo fleet-down report rollout bench clean mutation mutation-report
+.PHONY: run dry test unit lint engine setup demo fleet-down report samples rollout bench clean mutation mutation-report
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,9 @@ setup: $(STAMP) engine
 
 run: setup
 	$(BIN)/python -m sagefleet.main
+
+samples: $(STAMP)
+	$(BIN)/python scripts/render-samples
 
 report: setup
 	$(BIN)/python -m sagefleet.report.gather
