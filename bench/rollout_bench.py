@@ -10,8 +10,9 @@ everything it measures and tears it down again:
 3. measured, alternating, --runs times: the no-change deploy of N hosts
    (`pyinfra inventory.py deploy.py`), the no-change rollout at each size
    (`python -m sagefleet.rollout`: publish + every node, default pins: canary
-   + batches of rollout_batch_size), and the same rollout with the code of --old
-   (default fb408f5: pyinfra as a subprocess per batch) from a git worktree.
+   + batches of rollout_batch_size), and, with --old REV, the same rollout with the
+   code of REV from a git worktree (REV must accept today's pins: commits before
+   bake_variables, such as fb408f5 or 86c1adb, refuse them).
 
 Every measured run must be a no-change run (deploy: pyinfra's totals; rollout: every
 node "unchanged" in the summary JSON), else the bench stops. Writes
@@ -243,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="5,20", help="GPU nodes per rollout")
     ap.add_argument("--deploy-hosts", type=int, default=20)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--old", default="fb408f5", help="also time this commit's rollout ('' = no)")
+    ap.add_argument(
+        "--old",
+        default="",
+        help="also time this commit's rollout (default: none; it must accept today's pins)",
+    )
     args = ap.parse_args(argv)
     from sagefleet.main import bridge_gateway
     from sagefleet.offline import build_wheelhouse, serve_wheelhouse

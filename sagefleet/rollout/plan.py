@@ -133,7 +133,11 @@ def format_summary(s: Summary) -> str:
     for host in s.untouched:
         lines.append(f"  untouched  {host}: not reached (rollout halted)")
     if s.halted_at is not None:
-        rollback = "automatic rollback of that batch; " if s.auto_rollback else ""
+        rollback = ""
+        if s.rolled_back or s.rollback_failed:
+            rollback = "automatic rollback of that batch; "
+        elif s.auto_rollback:
+            rollback = "no node of that batch was replaced, nothing to roll back; "
         lines.append(
             f"  halted at batch {s.halted_at + 1} of {len(s.batches)}; {rollback}fix the failure "
             "and re-run: nodes already on the target are no-ops"

@@ -117,6 +117,21 @@ def test_rollback_shows_in_summary_and_json():
     assert "automatic rollback of that batch" in text
 
 
+def test_halt_without_a_replaced_node_says_nothing_was_rolled_back():
+    """A batch that failed before any node was replaced (e.g. every pull refused):
+    the summary must not claim a rollback happened."""
+    batches = plan_batches(["gpu-1", "gpu-2"], ["gpu-1"], 2)
+    s = Summary(action="deploy", target=B, batches=batches)
+    s.auto_rollback = True
+    canary = {"gpu-1": NodeResult("failed", image=B, reason="pull: unauthorized", before=A)}
+    assert not apply_batch(s, 0, batches[0], canary)
+    apply_rollback(s, {})
+    text = format_summary(s)
+    assert "automatic rollback of that batch" not in text
+    assert "no node of that batch was replaced, nothing to roll back" in text
+    assert "untouched  gpu-2" in text and s.rolled_back == {}
+
+
 def test_preview_lines():
     records = {
         "gpu-1": {"current": A, "target": B, "restart": True, "reason": f"runs {A}, want {B}"},
