@@ -166,9 +166,7 @@ def test_label_and_cache_overrides():
     sets = cache_sets(["core-cuda", "complete-cuda"], "reg.example:5000/team/cache")
     assert sets == [
         "core-cuda.cache-from=type=registry,ref=reg.example:5000/team/cache:core-cuda",
-        "core-cuda.cache-from=type=registry,ref=reg.example:5000/team/cache:complete-cuda",
         "core-cuda.cache-to=type=registry,ref=reg.example:5000/team/cache:core-cuda,mode=max",
-        "complete-cuda.cache-from=type=registry,ref=reg.example:5000/team/cache:core-cuda",
         "complete-cuda.cache-from=type=registry,ref=reg.example:5000/team/cache:complete-cuda",
         "complete-cuda.cache-to=type=registry,ref=reg.example:5000/team/cache:complete-cuda,mode=max",
     ]
