@@ -28,6 +28,21 @@ def _stored(snapshot: Snapshot | None, image_ref: str, results_dir: str) -> dict
     return stored_probe(found(snapshot), image_ref, results_dir)
 
 
+def settings_differ(result: dict, quick: bool, workload_seq_lens: tuple[int, ...]) -> str | None:
+    """How a stored probe result was measured with other settings than these (the
+    profile, the workload's sequence lengths), or None. A field the result lacks
+    (an older probe's) is no evidence of a difference."""
+    profile, want = result.get("profile"), "quick" if quick else "default"
+    if profile is not None and profile != want:
+        return f"profile {profile}, want {want}"
+    rec = result.get("recommendation")
+    if isinstance(rec, dict) and "workload_seq_lens" in rec:
+        have, lens = rec["workload_seq_lens"] or [], sorted({int(x) for x in workload_seq_lens})
+        if have != lens:
+            return f"workload seq lens {have or 'none'}, want {lens or 'none'}"
+    return None
+
+
 @operation()
 def probe(
     build_dir: str,
@@ -55,8 +70,9 @@ def probe(
     + gpu_node: a GPU node is refused (the host fails) where the engine can give
       the container no GPU; a build host then probes without one ("no GPU")
 
-    Idempotence: a result stored for the image ID the tag points to means nothing
-    to do; a rebuilt image (new ID) is probed again. The GPU reaches the container
+    Idempotence: a result stored for the image ID the tag points to, measured with
+    these settings (profile, workload seq lens), means nothing to do; a rebuilt
+    image (new ID) or changed settings probe again. The GPU reaches the container
     as ``sagefleet.gpu_access.choose`` decides from ``EngineGpuAccess`` (``--gpus all``
     with the NVIDIA runtime, ``--device nvidia.com/gpu=...`` with CDI), exactly as
     for the service. Under ``--dry`` nothing runs: the kernels run only here.
@@ -67,8 +83,11 @@ def probe(
     results_dir = f"{build_dir}/probe"
     stored = _stored(snapshot, image_ref, results_dir)
     if stored["image_id"] and stored["result"] is not None:
-        host.noop(f"probe result for image {stored['image_id'][:19]} already stored")
-        return
+        other = settings_differ(stored["result"], quick, workload_seq_lens)
+        if not other:
+            host.noop(f"probe result for image {stored['image_id'][:19]} already stored")
+            return
+        logger.info(f"{host.print_prefix}stored probe result measured with {other}: probing again")
     access = choose(host.get_fact(EngineGpuAccess), gpu_access, gpu_node)
     if access.problem:
         logger.warning(f"{host.print_prefix}{access.problem}")
