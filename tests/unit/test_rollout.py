@@ -13,7 +13,7 @@ from sagefleet.facts.build import PublishedImage
 from sagefleet.facts.service import ServiceHealth, ServiceState
 from sagefleet.facts.util import MARKER
 from sagefleet.operations import service as service_ops
-from sagefleet.rollout import (
+from sagefleet.rollout.plan import (
     NodeResult,
     Summary,
     apply_batch,
