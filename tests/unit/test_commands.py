@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -331,17 +332,19 @@ def test_pull():
 
 
 def test_service_args():
-    argv = commands.service_args(
+    run = commands.ServiceRun(
         "comfyui", "i@sha256:x", 8188, "always", [("/m", "/app/m")], ["--a", "b c"],
-        ["--gpus", "all"], "h",
+        ["--gpus", "all"],
     )  # fmt: skip
+    argv = commands.service_args(run, "h")
     assert argv == [
         "docker", "run", "-d", "--name", "comfyui", "--restart", "always",
         "--label", "org.sagefleet.settings=h", "-p", "127.0.0.1:8188:8188", "-e", "COMFY_PORT=8188",
         "-e", "CLI_ARGS=--a b c", "-v", "/m:/app/m", "--gpus", "all", "i@sha256:x",
     ]  # fmt: skip
-    assert "--gpus" not in commands.service_args("c", "i", 1, "no", [], [], (), "h")
-    host_net = commands.service_args("c", "i", 1, "no", [], [], (), "h", network="host")
+    plain = commands.ServiceRun("c", "i", 1, "no", [], [], ())
+    assert "--gpus" not in commands.service_args(plain, "h")
+    host_net = commands.service_args(replace(plain, network="host"), "h")
     assert host_net[7:11] == ["--label", "org.sagefleet.settings=h", "--network", "host"]
     assert "-p" not in host_net
 
@@ -391,7 +394,8 @@ def test_bake_push_never_runs_its_values(tmp_path, value):
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_start_service_never_runs_its_values(tmp_path, value):
-    argv = commands.service_args("N", "I" + value, 1, "R" + value, [], ["A" + value], (), "h")
+    run = commands.ServiceRun("N", "I" + value, 1, "R" + value, [], ["A" + value], ())
+    argv = commands.service_args(run, "h")
     command = commands.start_service("N", "I" + value, argv, [("S" + value, "/d")], "T" + value)
     result, calls = run_sh(tmp_path, command)
     assert result.returncode == 0, result.stderr
@@ -402,6 +406,6 @@ def test_start_service_never_runs_its_values(tmp_path, value):
 
 
 def test_start_service_creates_every_volume_dir():
-    argv = commands.service_args("c", "i", 1, "no", [], [], (), "h")
+    argv = commands.service_args(commands.ServiceRun("c", "i", 1, "no", [], [], ()), "h")
     cmd = commands.start_service("c", "i", argv, [("/a b", "/x"), ("/c", "/y")], "/s")
     assert cmd.startswith("mkdir -p /s '/a b' /c && ")

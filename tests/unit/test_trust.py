@@ -16,6 +16,7 @@ import runpy
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pem
@@ -601,22 +602,19 @@ def test_every_key_pins_reads_is_declared():
 
 
 def test_service_is_published_on_service_listen_only():
-    from sagefleet.commands import health_host, publish_arg
+    from sagefleet.commands import ServiceRun, health_host, publish_arg
     from sagefleet.operations.service import desired_service
 
     pins = validate(load("all.py"))
     image = "r.lan/c@sha256:" + "a" * 64
-    argv, local = desired_service(
-        "comfyui", image, 8188, "no", (), (), (), False, None, pins.service.service_listen
-    )
+    run = ServiceRun("comfyui", image, 8188, "no", (), (), (), None, pins.service.service_listen)
+    argv, local = desired_service(run, False)
     assert argv[argv.index("-p") + 1] == "127.0.0.1:8188:8188"
     assert publish_arg("::1", 8188) == "[::1]:8188:8188"
     assert publish_arg("0.0.0.0", 80) == "0.0.0.0:80:80"
     assert health_host("0.0.0.0") == "127.0.0.1" and health_host("::") == "[::1]"
     assert health_host("10.0.0.5") == "10.0.0.5"
-    _, everywhere = desired_service(
-        "comfyui", image, 8188, "no", (), (), (), False, None, "0.0.0.0"
-    )
+    _, everywhere = desired_service(replace(run, listen="0.0.0.0"), False)
     assert everywhere != local, "the listen address is part of the settings hash"
     from sagefleet.commands import await_service
     from sagefleet.facts.service import ServiceHealth
