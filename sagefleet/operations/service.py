@@ -143,9 +143,7 @@ def service(
         logger.warning(f"{host.print_prefix}{access.problem}")
         yield commands.fail(access.problem)
         return
-    use_sage = False
-    if probe_dir:
-        use_sage = use_sage_attention(stored_probe(doc, image, probe_dir))
+    use_sage = bool(probe_dir) and use_sage_attention(stored_probe(doc, image, probe_dir))
     run = commands.ServiceRun(
         container, image, port, restart, volumes, cli_args, access.flags, network, listen
     )
