@@ -284,7 +284,8 @@ def _with_overlay(project, overlay: str, extra: str = "") -> None:
     path = project["overrides"] / "offline.py"
     path.write_text(
         path.read_text()
-        + f"bake_files = ['docker-bake.hcl', 'tests/offline/offline.hcl', 'tests/offline/{overlay}']\n"
+        + "bake_files = ['docker-bake.hcl', 'tests/offline/offline.hcl', "
+        + f"'tests/offline/drift.hcl', 'tests/offline/{overlay}']\n"
         + extra
     )
 
