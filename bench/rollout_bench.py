@@ -84,7 +84,7 @@ class Rollouts:
 
 def rollout_fleet(stack: contextlib.ExitStack, n: int, work: Path, env: dict) -> dict:
     """The rollout fleet with registry, wheelhouse env and group_data overrides, converged."""
-    from test_rollout_fleet import registry, wait_docker
+    from test_rollout_fleet import registry, registry_overrides, start_registry_fleet
 
     gw = "172.17.0.1"
     reg = stack.enter_context(registry(work / "registry", gw))
@@ -93,31 +93,8 @@ def rollout_fleet(stack: contextlib.ExitStack, n: int, work: Path, env: dict) ->
     )
     stack.callback(fleet.down)
     t0 = time.monotonic()
-    fleet.up(ready=False)
-    fleet._parallel(fleet.wait_ssh_host, fleet.names())
-    fleet._parallel(
-        lambda h: fleet.wait_dockerd(h) if h == "build-1" else wait_docker(fleet, h, 600),
-        fleet.names(),
-    )
-    ca, certs = reg["ca"].read_text(), f"/etc/docker/certs.d/{reg['host']}"
-    fleet._parallel(
-        lambda h: fleet.exec(h, f"mkdir -p {certs} && cat > {certs}/ca.crt <<'EOF'\n{ca}EOF\n"),
-        fleet.names(),
-    )
-    overrides = work / "group_data"
-    overrides.mkdir()
-    from tests.offline_pins import group_file
-
-    bake_variables = {
-        **group_file("offline")["bake_variables"],
-        "REGISTRY_URL": reg["host"] + "/sagefleet",
-    }
-    (overrides / "offline.py").write_text(
-        f"bake_variables = {bake_variables!r}\nhealth_timeout_s = 60\n"
-    )
-    pw = work / "registry-password"
-    pw.write_text(reg["password"] + "\n")
-    pw.chmod(0o600)
+    start_registry_fleet(fleet, reg, docker_timeout=600)
+    overrides, pw = registry_overrides(work, reg, "health_timeout_s = 60\n")
     renv = {
         **env,
         "SAGEFLEET_REGISTRY_USER": reg["user"],

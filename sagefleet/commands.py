@@ -11,6 +11,7 @@ import posixpath
 import shlex
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 INPUTS_LABEL = "org.sagefleet.inputs"
 # Exit status used when another sagefleet run holds the host's build lock.
@@ -286,32 +287,36 @@ def pull(image: str, docker_config: str | None = None) -> str:
     return f"{env}docker pull -q {q(image)} >/dev/null"
 
 
-def service_args(
-    name: str,
-    image: str,
-    port: int,
-    restart: str,
-    volumes: Sequence[tuple[str, str]],
-    cli_args: Sequence[str],
-    gpu_flags: Sequence[str],
-    settings: str,
-    network: str | None = None,
-    listen: str = "127.0.0.1",
-) -> list[str]:
-    """The `docker run` argv of the ComfyUI service container. network None: the
-    default bridge, port published on listen; a name (e.g. "host"): that network, no -p."""
-    argv = ["docker", "run", "-d", "--name", name, "--restart", restart]
+@dataclass(frozen=True)
+class ServiceRun:
+    """What the ComfyUI service container is started with. network None: the default
+    bridge, port published on listen; a name (e.g. "host"): that network, no -p."""
+
+    name: str
+    image: str
+    port: int
+    restart: str
+    volumes: Sequence[tuple[str, str]]
+    cli_args: Sequence[str]
+    gpu_flags: Sequence[str]
+    network: str | None = None
+    listen: str = "127.0.0.1"
+
+
+def service_args(run: ServiceRun, settings: str) -> list[str]:
+    """The `docker run` argv of the service container run, labelled with settings."""
+    argv = ["docker", "run", "-d", "--name", run.name, "--restart", run.restart]
     argv += ["--label", f"{SETTINGS_LABEL}={settings}"]
-    if network is None:
-        argv += ["-p", publish_arg(listen, port)]
+    if run.network is None:
+        argv += ["-p", publish_arg(run.listen, run.port)]
     else:
-        argv += ["--network", network]  # no published port: service_listen does not apply
-    argv += ["-e", f"COMFY_PORT={int(port)}"]
-    argv += ["-e", "CLI_ARGS=" + " ".join(cli_args)]
-    for src, dst in volumes:
+        argv += ["--network", run.network]  # no published port: service_listen does not apply
+    argv += ["-e", f"COMFY_PORT={int(run.port)}"]
+    argv += ["-e", "CLI_ARGS=" + " ".join(run.cli_args)]
+    for src, dst in run.volumes:
         argv += ["-v", f"{src}:{dst}"]
-    argv += list(gpu_flags)
-    return [*argv, image]
+    argv += list(run.gpu_flags)
+    return [*argv, run.image]
 
 
 def _url_host(address: str) -> str:

@@ -18,7 +18,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operation import OperationMeta
 
-from ..commands import docker_config_json, registry_of
+from ..commands import ServiceRun, docker_config_json, registry_of
 from ..facts.build import PublishedImage
 from ..facts.service import NodeState, ServiceState
 from ..gpu_access import choose
@@ -221,18 +221,18 @@ def preview_node(image: str | None = None, rollback: bool = False) -> dict:
         )
     kw = _service_kwargs(pins, image)
     access = choose(doc["gpu"], kw["gpu_access"], gpu_node=True)
-    _, settings = service_ops.desired_service(
-        kw["container"],
-        image,
-        kw["port"],
-        kw["restart"],
-        kw["volumes"],
-        kw["cli_args"],
-        access.flags,
-        use_sage,
-        kw["network"],
-        kw["listen"],
+    run = ServiceRun(
+        name=kw["container"],
+        image=image,
+        port=kw["port"],
+        restart=kw["restart"],
+        volumes=kw["volumes"],
+        cli_args=kw["cli_args"],
+        gpu_flags=access.flags,
+        network=kw["network"],
+        listen=kw["listen"],
     )
+    _, settings = service_ops.desired_service(run, use_sage)
     reason = service_ops.restart_reason(svc["container"], image, settings)
     if access.problem:
         return {**record, "restart": False, "reason": access.problem, "gpu_access": access.mode}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 from pyinfra import host, logger, state
 from pyinfra.api import OperationError, operation
@@ -66,27 +67,13 @@ def use_sage_attention(stored_probe: dict) -> bool:
     return bool((result.get("recommendation") or {}).get("use_sage_attention"))
 
 
-def desired_service(
-    container: str,
-    image: str,
-    port: int,
-    restart: str,
-    volumes: Sequence[tuple[str, str]],
-    cli_args: Sequence[str],
-    gpu_flags: Sequence[str],
-    use_sage: bool,
-    network: str | None = None,
-    listen: str = "127.0.0.1",
-) -> tuple[list[str], str]:
-    """(docker run argv, settings hash) of the service as it should run."""
-    args = list(cli_args) + (["--use-sage-attention"] if use_sage else [])
-    bare = commands.service_args(
-        container, image, port, restart, volumes, args, gpu_flags, "", network, listen
-    )
-    settings = service_settings(bare)
-    return commands.service_args(
-        container, image, port, restart, volumes, args, gpu_flags, settings, network, listen
-    ), settings
+def desired_service(run: commands.ServiceRun, use_sage: bool) -> tuple[list[str], str]:
+    """(docker run argv, settings hash) of the service as it should run: run, with
+    ``--use-sage-attention`` added to its CLI_ARGS where use_sage."""
+    if use_sage:
+        run = replace(run, cli_args=[*run.cli_args, "--use-sage-attention"])
+    settings = service_settings(commands.service_args(run, ""))
+    return commands.service_args(run, settings), settings
 
 
 @operation()
@@ -156,12 +143,11 @@ def service(
         logger.warning(f"{host.print_prefix}{access.problem}")
         yield commands.fail(access.problem)
         return
-    use_sage = False
-    if probe_dir:
-        use_sage = use_sage_attention(stored_probe(doc, image, probe_dir))
-    argv, settings = desired_service(
-        container, image, port, restart, volumes, cli_args, access.flags, use_sage, network, listen
+    use_sage = bool(probe_dir) and use_sage_attention(stored_probe(doc, image, probe_dir))
+    run = commands.ServiceRun(
+        container, image, port, restart, volumes, cli_args, access.flags, network, listen
     )
+    argv, settings = desired_service(run, use_sage)
     reason = restart_reason(svc["container"], image, settings)
     if reason is None:
         host.noop(f"{container} already runs {image.split('@')[1][:19]} with these settings")

@@ -13,27 +13,6 @@
 3. a summary: moved / unchanged / failed (why) / rolled back / untouched.
 
 Modules: ``plan`` (pure: batches, results, summary), ``session`` (one pyinfra State
-over some hosts), ``driver`` (publish, batches, halt, rollback, preview), ``cli``.
+over some hosts), ``driver`` (publish, batches, halt, rollback, preview), ``cli``. The
+pure API is imported from ``plan`` itself (``from sagefleet.rollout.plan import ...``).
 """
-
-from .plan import (
-    NodeResult,
-    Summary,
-    apply_batch,
-    apply_rollback,
-    format_preview,
-    format_summary,
-    plan_batches,
-    rollback_targets,
-)
-
-__all__ = [
-    "NodeResult",
-    "Summary",
-    "apply_batch",
-    "apply_rollback",
-    "format_preview",
-    "format_summary",
-    "plan_batches",
-    "rollback_targets",
-]

@@ -420,15 +420,10 @@ class FleetDeploy:
             **extra,
         }
 
-    def expected(
-        self,
-        host: str | None = None,
-        build_tag: str = BASE_BUILD,
-        data: Mapping[str, Any] | None = None,
-        host_data: Mapping[str, Mapping[str, Any]] | None = None,
-    ) -> Expected:
-        """The image label and requirements deploy.py computes for host with these pins."""
-        pins = self.pins(host, build_tag, data, host_data)
+    def expected(self, **pins_args: Any) -> Expected:
+        """The image label and requirements deploy.py computes for the pins that ``pins``
+        returns for these arguments (host, build_tag, data, host_data)."""
+        pins = self.pins(**pins_args)
         b = build_inputs(pins)
         return Expected(b.image_ref, b.inputs, b.requirements, pins.build.build_dir)
 
@@ -487,17 +482,11 @@ class FleetDeploy:
         return cmd
 
     def start(
-        self,
-        *args: str,
-        build_tag: str = BASE_BUILD,
-        data: Mapping[str, Any] | None = None,
-        host_data: Mapping[str, Mapping[str, Any]] | None = None,
-        limit: str | None = None,
-        group_source: str | None = None,
-        json_output: bool = True,
+        self, *args: str, limit: str | None = None, json_output: bool = True, **run_args: Any
     ) -> RunningDeploy:
-        """Start ``pyinfra -y inventory.py deploy.py`` (or ``args`` after the inventory)."""
-        overrides, env = self.prepare(build_tag, data, host_data, group_source)
+        """Start ``pyinfra -y inventory.py deploy.py`` (or ``args`` after the inventory);
+        ``run_args`` go to ``prepare`` (build_tag, data, host_data, group_source)."""
+        overrides, env = self.prepare(**run_args)
         argv = list(args) or ["deploy.py"]
         if limit:
             argv += ["--limit", limit]

@@ -231,6 +231,11 @@ def _toml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid TOML basic string
 
 
+def _in_workdir(name: str) -> property:
+    """A read-only Fleet attribute: the file name in the fleet's workdir."""
+    return property(lambda self: self.workdir / name)
+
+
 def default_groups(build: Sequence[str], gpu: Sequence[str]) -> dict[str, list[str]]:
     """build_hosts and gpu_nodes; first gpu node is the canary; odd ones hopper, even blackwell."""
     groups: dict[str, list[str]] = {}
@@ -303,22 +308,11 @@ class Fleet:
             raise FleetError(f"hosts in no group: {orphans} (groups={self.groups})")
         self.timings: dict[str, float] = {}
 
-    # ---- paths
-    @property
-    def key_file(self) -> Path:
-        return self.workdir / "id_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.workdir / "known_hosts"
-
-    @property
-    def fleet_file(self) -> Path:
-        return self.workdir / "fleet.toml"
-
-    @property
-    def state_file(self) -> Path:
-        return self.workdir / "state.json"
+    # ---- paths (in workdir)
+    key_file = _in_workdir("id_ed25519")
+    known_hosts = _in_workdir("known_hosts")
+    fleet_file = _in_workdir("fleet.toml")
+    state_file = _in_workdir("state.json")
 
     def names(self, kind: str | None = None) -> list[str]:
         return [h.name for h in self.hosts.values() if kind is None or h.kind == kind]

@@ -33,7 +33,8 @@ def _probe_results(project: FleetDeploy, host: str, build_dir: str) -> dict[str,
 
 
 def _drift(project: FleetDeploy, host: str, overlay: str, **extra) -> DeployResult:
-    data = {host: {"bake_files": [*OFFLINE_BAKE, f"tests/offline/{overlay}"], **extra}}
+    drift = ["tests/offline/drift.hcl", f"tests/offline/{overlay}"]
+    data = {host: {"bake_files": [*OFFLINE_BAKE, *drift], **extra}}
     return project.run(host_data=data, limit=host)
 
 

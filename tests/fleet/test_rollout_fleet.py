@@ -122,6 +122,42 @@ def wait_docker(fleet: harness.Fleet, name: str, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
+def start_registry_fleet(fleet: harness.Fleet, reg: dict, docker_timeout: float = 120) -> None:
+    """Bring the fleet up for the registry reg: SSH on every host, dockerd on each (and
+    the base image on build-1), reg's CA trusted by every host's dockerd."""
+    fleet.up(ready=False)
+    fleet._parallel(fleet.wait_ssh_host, fleet.names())
+    # Only the build host needs the base image; GPU nodes just need their dockerd.
+    fleet._parallel(
+        lambda n: (
+            fleet.wait_dockerd(n) if n == "build-1" else wait_docker(fleet, n, docker_timeout)
+        ),
+        fleet.names(),
+    )
+    ca = reg["ca"].read_text()
+    certs = f"/etc/docker/certs.d/{reg['host']}"
+    fleet._parallel(
+        lambda n: fleet.exec(n, f"mkdir -p {certs} && cat > {certs}/ca.crt <<'EOF'\n{ca}EOF\n"),
+        fleet.names(),
+    )
+
+
+def registry_overrides(tmp: Path, reg: dict, settings: str) -> tuple[Path, Path]:
+    """(group_data override dir, registry password file) for runs that push to reg: the
+    offline profile's bake variables with reg as REGISTRY_URL, then settings (lines)."""
+    overrides = tmp / "group_data"
+    overrides.mkdir()
+    bake_variables = {
+        **group_file("offline")["bake_variables"],
+        "REGISTRY_URL": reg["host"] + "/sagefleet",
+    }
+    (overrides / "offline.py").write_text(f"bake_variables = {bake_variables!r}\n{settings}")
+    pw_file = tmp / "registry-password"
+    pw_file.write_text(reg["password"] + "\n")
+    pw_file.chmod(0o600)
+    return overrides, pw_file
+
+
 class Ps:
     """Samples every host's process command lines while a run is in flight."""
 
@@ -158,34 +194,13 @@ def env(tmp_path_factory):
         reg = stack.enter_context(registry(tmp / "registry", gw))
         fleet = harness.Fleet(n_ssh=len(NODES), n_build=1, gpu_dockerd=True, workdir=tmp / "fleet")
         stack.callback(fleet.down)
-        fleet.up(ready=False)
-        fleet._parallel(fleet.wait_ssh_host, fleet.names())
-        # Only the build host needs the base image; GPU nodes just need their dockerd.
-        fleet._parallel(
-            lambda n: fleet.wait_dockerd(n) if n == "build-1" else wait_docker(fleet, n),
-            fleet.names(),
-        )
-        ca = reg["ca"].read_text()
-        certs = f"/etc/docker/certs.d/{reg['host']}"
-        fleet._parallel(
-            lambda n: fleet.exec(n, f"mkdir -p {certs} && cat > {certs}/ca.crt <<'EOF'\n{ca}EOF\n"),
-            fleet.names(),
-        )
+        start_registry_fleet(fleet, reg)
         wheelhouse = tmp / "wheelhouse"
         build_wheelhouse(offline_pins(), wheelhouse)
         url = stack.enter_context(serve_wheelhouse(wheelhouse, gw))
-        overrides = tmp / "group_data"
-        overrides.mkdir()
-        bake_variables = {
-            **group_file("offline")["bake_variables"],
-            "REGISTRY_URL": reg["host"] + "/sagefleet",
-        }
-        (overrides / "offline.py").write_text(
-            f"bake_variables = {bake_variables!r}\nhealth_timeout_s = 15\nrollout_batch_size = 2\n"
+        overrides, pw_file = registry_overrides(
+            tmp, reg, "health_timeout_s = 15\nrollout_batch_size = 2\n"
         )
-        pw_file = tmp / "registry-password"
-        pw_file.write_text(reg["password"] + "\n")
-        pw_file.chmod(0o600)
         yield {
             "fleet": fleet,
             "registry": reg,
@@ -246,6 +261,15 @@ def images(env) -> dict[str, str | None]:
 def fault(env, node: str, on: bool) -> None:
     op = "-I" if on else "-D"
     env["fleet"].exec(node, f"iptables {op} INPUT -p tcp --dport {PORT} -j REJECT")
+
+
+def rollout_with_fault(env, node: str, *args: str) -> subprocess.CompletedProcess:
+    """A rollout while node's service port is refused; the fault is lifted afterwards."""
+    fault(env, node, True)
+    try:
+        return rollout(env, *args)
+    finally:
+        fault(env, node, False)
 
 
 def make_release_b(env, name: str = "b", extra: str = "") -> str:
@@ -376,11 +400,7 @@ def test_dry_shows_current_to_target_and_changes_nothing(env):
 
 def test_failing_canary_halts_with_later_nodes_untouched(env):
     a, b = env["state"]["A"], env["state"]["B"]
-    fault(env, "gpu-1", True)
-    try:
-        proc = rollout(env, "--image", b, *NO_AUTO_ROLLBACK)
-    finally:
-        fault(env, "gpu-1", False)
+    proc = rollout_with_fault(env, "gpu-1", "--image", b, *NO_AUTO_ROLLBACK)
     assert proc.returncode == 1, proc.output
     s = proc.summary
     assert list(s["failed"]) == ["gpu-1"] and "HTTP port did not answer" in s["failed"]["gpu-1"]
@@ -392,11 +412,7 @@ def test_failing_canary_halts_with_later_nodes_untouched(env):
 
 def test_failing_node_in_batch_2_stops_batch_3_and_rerun_continues(env):
     a, b = env["state"]["A"], env["state"]["B"]
-    fault(env, "gpu-3", True)
-    try:
-        proc = rollout(env, "--image", b, *NO_AUTO_ROLLBACK)
-    finally:
-        fault(env, "gpu-3", False)
+    proc = rollout_with_fault(env, "gpu-3", "--image", b, *NO_AUTO_ROLLBACK)
     assert proc.returncode == 1, proc.output
     s = proc.summary
     assert s["unchanged"] == ["gpu-1"] and list(s["moved"]) == ["gpu-2"]

@@ -95,6 +95,14 @@ def deploy(project, *extra: str):
     )
 
 
+def deploy_then_reset(project):
+    """deploy under pins a test changed; the pins of NEW_BUILD are back afterwards."""
+    try:
+        return deploy(project)
+    finally:
+        project["set_pins"](NEW_BUILD)
+
+
 def requirements_in_image(ref: str) -> str:
     return docker("run", "--rm", ref, "cat", "/app/extra-requirements.txt")
 
@@ -212,10 +220,7 @@ def test_one_pin_changed_rebuilds_once(project):
 def test_failed_bake_keeps_previous_image_tagged(project):
     current = image_id(project["image"])
     project["set_pins"](MISSING_BUILD)
-    try:
-        proc = deploy(project)
-    finally:
-        project["set_pins"](NEW_BUILD)
+    proc = deploy_then_reset(project)
     assert proc.returncode != 0, proc.output
     assert "bake of complete-cuda failed" in proc.output
     assert "404" in proc.output  # pip's own error, from the build log tail
@@ -242,10 +247,7 @@ def test_invalid_pin_stops_before_any_host(project):
     (project["overrides"] / "offline.py").write_text(
         "sage_release_base = 'https://x.example/$(touch /tmp/pwned-it)'\n"
     )
-    try:
-        proc = deploy(project)
-    finally:
-        project["set_pins"](NEW_BUILD)
+    proc = deploy_then_reset(project)
     assert proc.returncode != 0
     assert "invalid pins, no host was contacted" in proc.output
     assert "offline.py: sage_release_base = " in proc.output
@@ -282,17 +284,15 @@ def _with_overlay(project, overlay: str, extra: str = "") -> None:
     path = project["overrides"] / "offline.py"
     path.write_text(
         path.read_text()
-        + f"bake_files = ['docker-bake.hcl', 'tests/offline/offline.hcl', 'tests/offline/{overlay}']\n"
+        + "bake_files = ['docker-bake.hcl', 'tests/offline/offline.hcl', "
+        + f"'tests/offline/drift.hcl', 'tests/offline/{overlay}']\n"
         + extra
     )
 
 
 def test_gate_catches_wrong_sageattention_version(project):
     _with_overlay(project, "drift-sage106.hcl")
-    try:
-        proc = deploy(project)
-    finally:
-        project["set_pins"](NEW_BUILD)
+    proc = deploy_then_reset(project)
     assert proc.returncode != 0, proc.output
     assert "verification failed" in proc.output
     assert "sageattention is 1.0.6 in the image, pinned 2.2.0" in proc.output
@@ -300,10 +300,7 @@ def test_gate_catches_wrong_sageattention_version(project):
 
 def test_gate_catches_missing_sageattn3_where_required(project):
     _with_overlay(project, "drift-no-sageattn3.hcl", "require_sageattn3 = True\n")
-    try:
-        proc = deploy(project)
-    finally:
-        project["set_pins"](NEW_BUILD)
+    proc = deploy_then_reset(project)
     assert proc.returncode != 0, proc.output
     assert "requires sageattn3, which is not installed" in proc.output
 

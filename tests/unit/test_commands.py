@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -130,18 +131,34 @@ def test_bake_without_load():
     )
 
 
+# (image reference, the tag that keeps the replaced image, the registry it is pulled from)
+IMAGE_REFS = [
+    ("reg/img:latest", "reg/img:latest-previous", "docker.io"),
+    ("reg/img", "reg/img:latest-previous", "docker.io"),
+    ("img", "img:latest-previous", "docker.io"),
+    ("localhost:5000/img", "localhost:5000/img:latest-previous", "localhost:5000"),
+    ("localhost:5000/img:v1", "localhost:5000/img:v1-previous", "localhost:5000"),
+    ("localhost/x:1", "localhost/x:1-previous", "localhost"),
+    ("reg:5000/x:1", "reg:5000/x:1-previous", "reg:5000"),
+    ("ghcr.io/org/x:1", "ghcr.io/org/x:1-previous", "ghcr.io"),
+    ("library/ubuntu:24.04", "library/ubuntu:24.04-previous", "docker.io"),
+    ("ubuntu", "ubuntu:latest-previous", "docker.io"),
+    ("localhostx/y", "localhostx/y:latest-previous", "docker.io"),
+]
+
+
 @pytest.mark.parametrize(
-    "ref, previous",
-    [
-        ("reg/img:latest", "reg/img:latest-previous"),
-        ("reg/img", "reg/img:latest-previous"),
-        ("img", "img:latest-previous"),
-        ("localhost:5000/img", "localhost:5000/img:latest-previous"),
-        ("localhost:5000/img:v1", "localhost:5000/img:v1-previous"),
-    ],
+    "ref, previous", [r[:2] for r in IMAGE_REFS], ids=[r[0] for r in IMAGE_REFS]
 )
 def test_previous_tag(ref, previous):
     assert commands.previous_tag(ref) == previous
+
+
+@pytest.mark.parametrize(
+    "ref, registry", [(r[0], r[2]) for r in IMAGE_REFS], ids=[r[0] for r in IMAGE_REFS]
+)
+def test_registry_of(ref, registry):
+    assert commands.registry_of(ref) == registry
 
 
 # --- hostile values ------------------------------------------------------------------------
@@ -212,19 +229,23 @@ def test_with_lock_never_runs_the_path(tmp_path, value):
     assert (tmp_path / "work" / ("L" + value)).exists()
 
 
+def bake_values(tmp_path: Path, value: str) -> dict:
+    """The arguments bake and bake_push share, each carrying value; the context dir
+    C<value> is made in the working directory."""
+    (tmp_path / "work" / ("C" + value)).mkdir(parents=True)
+    return {
+        "context_dir": "C" + value,
+        "bake_files": ["F" + value],
+        "target": "T" + value,
+        "variables": {"V": value},
+        "log_path": "../G" + value,
+        "lock_path": "../L" + value,
+    }
+
+
 @pytest.mark.parametrize("value", HOSTILE)
 def test_bake_never_runs_its_values(tmp_path, value):
-    (tmp_path / "work").mkdir()
-    (tmp_path / "work" / ("C" + value)).mkdir()
-    command = commands.bake(
-        context_dir="C" + value,
-        bake_files=["F" + value],
-        target="T" + value,
-        variables={"V": value},
-        image_ref="I" + value,
-        log_path="../G" + value,
-        lock_path="../L" + value,
-    )
+    command = commands.bake(**bake_values(tmp_path, value), image_ref="I" + value)
     result, calls = run_sh(tmp_path, command)
     assert result.returncode == 0, result.stderr
     bake = ["F" + value, "--progress=plain", "--load", "T" + value, "V=" + value]
@@ -311,17 +332,19 @@ def test_pull():
 
 
 def test_service_args():
-    argv = commands.service_args(
+    run = commands.ServiceRun(
         "comfyui", "i@sha256:x", 8188, "always", [("/m", "/app/m")], ["--a", "b c"],
-        ["--gpus", "all"], "h",
+        ["--gpus", "all"],
     )  # fmt: skip
+    argv = commands.service_args(run, "h")
     assert argv == [
         "docker", "run", "-d", "--name", "comfyui", "--restart", "always",
         "--label", "org.sagefleet.settings=h", "-p", "127.0.0.1:8188:8188", "-e", "COMFY_PORT=8188",
         "-e", "CLI_ARGS=--a b c", "-v", "/m:/app/m", "--gpus", "all", "i@sha256:x",
     ]  # fmt: skip
-    assert "--gpus" not in commands.service_args("c", "i", 1, "no", [], [], (), "h")
-    host_net = commands.service_args("c", "i", 1, "no", [], [], (), "h", network="host")
+    plain = commands.ServiceRun("c", "i", 1, "no", [], [], ())
+    assert "--gpus" not in commands.service_args(plain, "h")
+    host_net = commands.service_args(replace(plain, network="host"), "h")
     assert host_net[7:11] == ["--label", "org.sagefleet.settings=h", "--network", "host"]
     assert "-p" not in host_net
 
@@ -351,18 +374,11 @@ def test_pull_never_runs_its_values(tmp_path, value):
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_bake_push_never_runs_its_values(tmp_path, value):
-    (tmp_path / "work").mkdir()
-    (tmp_path / "work" / ("C" + value)).mkdir()
     command = commands.bake_push(
-        context_dir="C" + value,
-        bake_files=["F" + value],
-        target="T" + value,
-        variables={"V": value},
+        **bake_values(tmp_path, value),
         metadata_path="../M" + value,
         inputs_path="../N" + value,
         inputs="sha256:" + value,
-        log_path="../G" + value,
-        lock_path="../L" + value,
         docker_config="D" + value,
     )
     result, calls = run_sh(tmp_path, command)
@@ -378,7 +394,8 @@ def test_bake_push_never_runs_its_values(tmp_path, value):
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_start_service_never_runs_its_values(tmp_path, value):
-    argv = commands.service_args("N", "I" + value, 1, "R" + value, [], ["A" + value], (), "h")
+    run = commands.ServiceRun("N", "I" + value, 1, "R" + value, [], ["A" + value], ())
+    argv = commands.service_args(run, "h")
     command = commands.start_service("N", "I" + value, argv, [("S" + value, "/d")], "T" + value)
     result, calls = run_sh(tmp_path, command)
     assert result.returncode == 0, result.stderr
@@ -388,22 +405,7 @@ def test_start_service_never_runs_its_values(tmp_path, value):
     ).is_dir()
 
 
-@pytest.mark.parametrize(
-    "ref, registry",
-    [
-        ("localhost/x:1", "localhost"),
-        ("reg:5000/x:1", "reg:5000"),
-        ("ghcr.io/org/x:1", "ghcr.io"),
-        ("library/ubuntu:24.04", "docker.io"),
-        ("ubuntu", "docker.io"),
-        ("localhostx/y", "docker.io"),
-    ],
-)
-def test_registry_of(ref, registry):
-    assert commands.registry_of(ref) == registry
-
-
 def test_start_service_creates_every_volume_dir():
-    argv = commands.service_args("c", "i", 1, "no", [], [], (), "h")
+    argv = commands.service_args(commands.ServiceRun("c", "i", 1, "no", [], [], ()), "h")
     cmd = commands.start_service("c", "i", argv, [("/a b", "/x"), ("/c", "/y")], "/s")
     assert cmd.startswith("mkdir -p /s '/a b' /c && ")

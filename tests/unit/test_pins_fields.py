@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from test_pins import GROUP, KNOWN_KEYS, PinError, load, merged, sources, validate
+from test_pins import CONTEXT, GROUP, KNOWN_KEYS, PinError, load, merged, sources, validate
 
 B = GROUP
 # A Docker config.json written for this test (registry_auth_file must name a real one).
@@ -123,76 +123,56 @@ def test_changed_covers_every_key():
 
 
 # Every key, given a value of a type it does not take: refused under its own name with the
-# reason of its type check.
-BAD_TYPE = [  # (key, a value of the wrong type, the message after the file name)
-    (
-        "allow_sensitive_volumes",
-        1.5,
-        "allow_sensitive_volumes = 1.5: must be True or False, not float",
-    ),
-    ("bake_cache_ref", 1.5, "bake_cache_ref = 1.5: must be a string, not float"),
-    ("bake_files", 1.5, "bake_files = 1.5: must be a list of strings, not float"),
-    ("bake_target", 1.5, "bake_target = 1.5: must be a string, not float"),
-    ("bake_variables", 1.5, "bake_variables = 1.5: must be a dict of NAME -> value"),
-    (
-        "build_context",
-        1.5,
-        "build_context = 1.5: must be None, a list of relative paths, {'dir': PATH} or {'git': URL, 'ref': REF}",
-    ),
-    ("build_dir", 1.5, "build_dir = 1.5: must be a string, not float"),
-    ("cuda_version", 1.5, "cuda_version = 1.5: must be a string, not float"),
-    ("extra_requirements", 1.5, "extra_requirements = 1.5: must be a list of strings, not float"),
-    ("force_rebuild", 1.5, "force_rebuild = 1.5: must be True or False, not float"),
-    ("gpu_access", 1.5, "gpu_access = 1.5: must be one of auto, nvidia-runtime, cdi, none"),
-    ("health_timeout_s", "x", "health_timeout_s = 'x': must be a number"),
-    ("image_tag", 1.5, "image_tag = 1.5: must be a string, not float"),
-    ("local_wheelhouse", 1.5, "local_wheelhouse = 1.5: must be True or False, not float"),
-    ("min_free_disk_gb", "x", "min_free_disk_gb = 'x': must be a non-negative number"),
-    ("pip_ca_bundle", 1.5, "pip_ca_bundle = 1.5: must be a string, not float"),
-    ("probe_quick", 1.5, "probe_quick = 1.5: must be True or False, not float"),
-    ("probe_timeout_s", "x", "probe_timeout_s = 'x': must be a number"),
-    (
-        "probe_workload_seq_lens",
-        1.5,
-        "probe_workload_seq_lens = 1.5: must be a list of sequence lengths, not float",
-    ),
-    ("python_version", 1.5, "python_version = 1.5: must be a string, not float"),
-    ("registry_auth_file", 1.5, "registry_auth_file = 1.5: must be a string, not float"),
-    ("require_sageattn3", 1.5, "require_sageattn3 = 1.5: must be True or False, not float"),
-    ("requirements_path", 1.5, "requirements_path = 1.5: must be a string, not float"),
-    ("rollout_auto_rollback", 1.5, "rollout_auto_rollback = 1.5: must be True or False, not float"),
-    ("rollout_batch_size", 1.5, "rollout_batch_size = 1.5: must be a whole number >= 1"),
-    ("rollout_canary_group", 1.5, "rollout_canary_group = 1.5: must be a string, not float"),
-    ("sage_release_base", 1.5, "sage_release_base = 1.5: must be a string, not float"),
-    ("sage_wheel_platform", 1.5, "sage_wheel_platform = 1.5: must be a string, not float"),
-    ("sage_wheel_python_tag", 1.5, "sage_wheel_python_tag = 1.5: must be a string, not float"),
-    ("sage_wheels", 1.5, "sage_wheels = 1.5: must be a dict of name -> pins, not float"),
-    ("service_cli_args", 1.5, "service_cli_args = 1.5: must be a list of strings, not float"),
-    ("service_listen", 1.5, "service_listen = 1.5: must be a string, not float"),
-    ("service_name", 1.5, "service_name = 1.5: must be a string, not float"),
-    ("service_network", 1.5, "service_network = 1.5: must be a string, not float"),
-    ("service_port", 1.5, "service_port = 1.5: must be a TCP port number (1-65535)"),
-    ("service_restart", 1.5, "service_restart = 1.5: must be a string, not float"),
-    ("service_volumes", 1.5, "service_volumes = 1.5: must be a dict {host path: container path}"),
-    ("state_dir", 1.5, "state_dir = 1.5: must be a string, not float"),
-    ("torch_index_url", 1.5, "torch_index_url = 1.5: must be a string, not float"),
-    ("torch_version", 1.5, "torch_version = 1.5: must be a string, not float"),
-    ("verify_max_rel_l1", "x", "verify_max_rel_l1 = 'x': must be a number"),
-    ("verify_min_cosine", 1.5, "verify_min_cosine = 1.5: must be between 0.0 and 1.0"),
-    ("verify_on_nodes", 1.5, "verify_on_nodes = 1.5: must be True or False, not float"),
-    ("verify_torch", 1.5, "verify_torch = 1.5: must be True or False, not float"),
-]
+# reason of its type check. Keys that share a check, by its reason for the float 1.5:
+SHARED_CHECK = {
+    "must be a string, not float": [
+        "bake_cache_ref", "bake_target", "build_dir", "cuda_version", "image_tag",
+        "pip_ca_bundle", "python_version", "registry_auth_file", "requirements_path",
+        "rollout_canary_group", "sage_release_base", "sage_wheel_platform",
+        "sage_wheel_python_tag", "service_listen", "service_name", "service_network",
+        "service_restart", "state_dir", "torch_index_url", "torch_version",
+    ],
+    "must be True or False, not float": [
+        "allow_sensitive_volumes", "force_rebuild", "local_wheelhouse", "probe_quick",
+        "require_sageattn3", "rollout_auto_rollback", "verify_on_nodes", "verify_torch",
+    ],
+    "must be a list of strings, not float": ["bake_files", "extra_requirements", "service_cli_args"],
+}  # fmt: skip
+# Keys with a check of their own: key -> its reason for the float 1.5.
+OWN_CHECK = {
+    "bake_variables": "must be a dict of NAME -> value",
+    "build_context": CONTEXT,
+    "gpu_access": "must be one of auto, nvidia-runtime, cdi, none",
+    "probe_workload_seq_lens": "must be a list of sequence lengths, not float",
+    "rollout_batch_size": "must be a whole number >= 1",
+    "sage_wheels": "must be a dict of name -> pins, not float",
+    "service_port": "must be a TCP port number (1-65535)",
+    "service_volumes": "must be a dict {host path: container path}",
+    "verify_min_cosine": "must be between 0.0 and 1.0",
+}
+# Numbers: key -> its reason for the string 'x'.
+NOT_A_NUMBER = {
+    "health_timeout_s": "must be a number",
+    "min_free_disk_gb": "must be a non-negative number",
+    "probe_timeout_s": "must be a number",
+    "verify_max_rel_l1": "must be a number",
+}
+BAD_TYPE = sorted(  # (key, a value of the wrong type, the reason), by key
+    [(key, 1.5, reason) for reason, keys in SHARED_CHECK.items() for key in keys]
+    + [(key, 1.5, reason) for key, reason in OWN_CHECK.items()]
+    + [(key, "x", reason) for key, reason in NOT_A_NUMBER.items()]
+)
 
 
 def test_bad_type_cases_cover_every_key():
     assert {key for key, _, _ in BAD_TYPE} == KNOWN_KEYS
 
 
-@pytest.mark.parametrize(("key", "value", "message"), BAD_TYPE)
-def test_bad_type_is_refused_under_its_own_name(key, value, message):
+@pytest.mark.parametrize(("key", "value", "reason"), BAD_TYPE, ids=[row[0] for row in BAD_TYPE])
+def test_bad_type_is_refused_under_its_own_name(key, value, reason):
     with pytest.raises(PinError) as info:
         validate(merged({key: value}), sources({key: value}))
-    assert str(info.value) == f"{B}: {message}"
+    assert str(info.value) == f"{B}: {key} = {value!r}: {reason}"
 
 
 # (key, the edge value that passes, the value just past it, the reason it is refused)

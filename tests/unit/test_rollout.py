@@ -13,7 +13,7 @@ from sagefleet.facts.build import PublishedImage
 from sagefleet.facts.service import ServiceHealth, ServiceState
 from sagefleet.facts.util import MARKER
 from sagefleet.operations import service as service_ops
-from sagefleet.rollout import (
+from sagefleet.rollout.plan import (
     NodeResult,
     Summary,
     apply_batch,
@@ -147,9 +147,10 @@ def test_preview_lines():
 
 
 def _desired(image=B, cli=(), gpu_flags=(), sage=False, network=None):
-    return service_ops.desired_service(
-        "comfyui", image, 8188, "unless-stopped", (("/m", "/app/m"),), cli, gpu_flags, sage, network
+    run = commands.ServiceRun(
+        "comfyui", image, 8188, "unless-stopped", (("/m", "/app/m"),), cli, gpu_flags, network
     )
+    return service_ops.desired_service(run, sage)
 
 
 def test_restart_only_when_digest_or_settings_change():

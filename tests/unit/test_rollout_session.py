@@ -14,8 +14,9 @@ from pyinfra.operations import server
 
 from sagefleet.deploys.rollout import NodePlan
 from sagefleet.pins import ServicePins
-from sagefleet.rollout import NodeResult, cli, driver, session
+from sagefleet.rollout import cli, driver, session
 from sagefleet.rollout.driver import node_result
+from sagefleet.rollout.plan import NodeResult
 
 A = "reg:5000/s/complete-cuda@sha256:" + "a" * 64
 B = "reg:5000/s/complete-cuda@sha256:" + "b" * 64

@@ -16,6 +16,7 @@ import runpy
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pem
@@ -261,6 +262,13 @@ LIMIT_CASES = [
 
 # --- 3. paths ----------------------------------------------------------------------------------
 
+
+def sensitive_volume(case_id: str, src: str, dst: str, source: str, reason: str) -> tuple:
+    """A PATH_CASES row: service volume src -> dst, from source, refused as sensitive."""
+    message = f"{source}: service_volumes[{src!r}] = {src!r}: {reason}: {SENSITIVE}"
+    return case_id, {"service_volumes": {src: dst}}, source, message
+
+
 PATH_CASES = [
     (
         "build_dir /etc",
@@ -291,51 +299,28 @@ PATH_CASES = [
         f"{D}: build_dir = '/root/.ssh/build': hidden directory '.ssh' refused "
         "(.ssh, .docker hold credentials)",
     ),
-    (
-        "volume /etc",
-        {"service_volumes": {"/etc": "/app/etc"}},
-        D,
-        f"{D}: service_volumes['/etc'] = '/etc': is /etc: {SENSITIVE}",
-    ),
-    (
+    sensitive_volume("volume /etc", "/etc", "/app/etc", D, "is /etc"),
+    sensitive_volume(
         "volume Docker socket",
-        {"service_volumes": {"/var/run/docker.sock": "/var/run/docker.sock"}},
+        "/var/run/docker.sock",
+        "/var/run/docker.sock",
         H,
-        f"{H}: service_volumes['/var/run/docker.sock'] = '/var/run/docker.sock': "
-        f"is inside /var/run: {SENSITIVE}",
+        "is inside /var/run",
     ),
-    (
-        "volume /",
-        {"service_volumes": {"/boot": "/host/boot"}},
-        H,
-        f"{H}: service_volumes['/boot'] = '/boot': is /boot: {SENSITIVE}",
+    sensitive_volume("volume /", "/boot", "/host/boot", H, "is /boot"),
+    sensitive_volume("volume /var", "/var", "/data", G, "contains /var/lib/containerd"),
+    sensitive_volume(
+        "volume of a home directory", "/home/alice/models", "/app/models", G, "is inside /home"
     ),
-    (
-        "volume /var",
-        {"service_volumes": {"/var": "/data"}},
-        G,
-        f"{G}: service_volumes['/var'] = '/var': contains /var/lib/containerd: {SENSITIVE}",
+    sensitive_volume(
+        "volume holding the build dir", "/opt/sagefleet", "/x", D, "contains /opt/sagefleet/build"
     ),
-    (
-        "volume of a home directory",
-        {"service_volumes": {"/home/alice/models": "/app/models"}},
-        G,
-        f"{G}: service_volumes['/home/alice/models'] = '/home/alice/models': "
-        f"is inside /home: {SENSITIVE}",
-    ),
-    (
-        "volume holding the build dir",
-        {"service_volumes": {"/opt/sagefleet": "/x"}},
-        D,
-        f"{D}: service_volumes['/opt/sagefleet'] = '/opt/sagefleet': "
-        f"contains /opt/sagefleet/build: {SENSITIVE}",
-    ),
-    (
+    sensitive_volume(
         "volume of the registry login",
-        {"service_volumes": {"/var/lib/sagefleet/registry": "/x"}},
+        "/var/lib/sagefleet/registry",
+        "/x",
         D,
-        f"{D}: service_volumes['/var/lib/sagefleet/registry'] = '/var/lib/sagefleet/registry': "
-        f"is inside /var/lib/sagefleet: {SENSITIVE}",
+        "is inside /var/lib/sagefleet",
     ),
     (
         "allow_sensitive_volumes as a string",
@@ -617,22 +602,19 @@ def test_every_key_pins_reads_is_declared():
 
 
 def test_service_is_published_on_service_listen_only():
-    from sagefleet.commands import health_host, publish_arg
+    from sagefleet.commands import ServiceRun, health_host, publish_arg
     from sagefleet.operations.service import desired_service
 
     pins = validate(load("all.py"))
     image = "r.lan/c@sha256:" + "a" * 64
-    argv, local = desired_service(
-        "comfyui", image, 8188, "no", (), (), (), False, None, pins.service.service_listen
-    )
+    run = ServiceRun("comfyui", image, 8188, "no", (), (), (), None, pins.service.service_listen)
+    argv, local = desired_service(run, False)
     assert argv[argv.index("-p") + 1] == "127.0.0.1:8188:8188"
     assert publish_arg("::1", 8188) == "[::1]:8188:8188"
     assert publish_arg("0.0.0.0", 80) == "0.0.0.0:80:80"
     assert health_host("0.0.0.0") == "127.0.0.1" and health_host("::") == "[::1]"
     assert health_host("10.0.0.5") == "10.0.0.5"
-    _, everywhere = desired_service(
-        "comfyui", image, 8188, "no", (), (), (), False, None, "0.0.0.0"
-    )
+    _, everywhere = desired_service(replace(run, listen="0.0.0.0"), False)
     assert everywhere != local, "the listen address is part of the settings hash"
     from sagefleet.commands import await_service
     from sagefleet.facts.service import ServiceHealth
