@@ -100,6 +100,8 @@ def node_state(pins: Pins, image: str) -> dict:
         results_dir=f"{state_dir}/probe",
         dirs=[state_dir, login_dir(pins)],
         files=[probe_path(state_dir), f"{login_dir(pins)}/config.json"],
+        port=pins.service.service_port,
+        listen=pins.service.service_listen,
     )
 
 
@@ -149,7 +151,8 @@ def rollout_node(
 
     ``NodeState`` is read once (one round trip; a rollback reads ``ServiceState`` first
     for its target); each operation decides from it until one of them changes the
-    node, then the later ones read their own facts.
+    node, then the later ones read their own facts. On a node where nothing changed,
+    the wait and the health check decide from it too: no command runs there.
     """
     pins = host_pins(host)
     if rollback:
@@ -185,6 +188,7 @@ def rollout_node(
         state_dir=pins.service.state_dir,
         timeout_s=pins.service.health_timeout_s,
         listen=pins.service.service_listen,
+        snapshot=snapshot,
         **check,
     )
     service_ops.health_check(
@@ -193,6 +197,7 @@ def rollout_node(
         port=pins.service.service_port,
         state_dir=pins.service.state_dir,
         listen=pins.service.service_listen,
+        snapshot=snapshot,
         **check,
     )
     return NodePlan(image=image, before=before, service=service)

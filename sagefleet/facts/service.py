@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pyinfra.api import FactBase
@@ -26,6 +27,7 @@ def _container(inspect: dict | None) -> dict[str, Any] | None:
         "labels": config.get("Labels") or {},
         "status": state.get("Status"),
         "restarts": inspect.get("RestartCount"),
+        "started_at": state.get("StartedAt"),
         # CLI_ARGS as the container was started (shows --use-sage-attention or not).
         "cli_args": next((e.split("=", 1)[1] for e in env if e.startswith("CLI_ARGS=")), None),
     }
@@ -77,31 +79,38 @@ class ServiceHealth(FactBase):
     """
 
     def command(self, container: str, port: int, state_dir: str, listen: str = "127.0.0.1") -> str:
-        url = f"http://{health_host(listen)}:{int(port)}/"
-        return sectioned(
-            {
-                "http": f"curl -fsS -o /dev/null --max-time 2 {q(url)} 2>/dev/null && echo ok || true",
-                "container": _inspect(container),
-                "restarts_before": f"cat {q(health_restarts_path(state_dir))} 2>/dev/null || true",
-                "fallback_lines": (
-                    f"docker logs {q(container)} 2>&1 | grep -ci {q(HEALTH_FALLBACK_LINE)} || true"
-                ),
-            }
-        )
+        return sectioned(health_parts(container, port, state_dir, listen))
 
     def process(self, output: list[str]) -> dict[str, Any]:
         parts = sections(output)
-        container = _container(json_doc(parts.get("container"))) or {}
-        before = text(parts.get("restarts_before"))
-        return health(
-            {
-                "http": text(parts.get("http")) == "ok",
-                "restarts_before": int(before) if before and before.isdigit() else None,
-                "restarts_after": container.get("restarts"),
-                "status": container.get("status") or "missing",
-                "fallback_lines": int(text(parts.get("fallback_lines")) or 0),
-            }
-        )
+        return health_of(parts, _container(json_doc(parts.get("container"))))
+
+
+def health_parts(container: str, port: int, state_dir: str, listen: str) -> dict[str, str]:
+    """The parts of a health read (ServiceHealth's command; NodeState reads them too)."""
+    url = f"http://{health_host(listen)}:{int(port)}/"
+    return {
+        "http": f"curl -fsS -o /dev/null --max-time 2 {q(url)} 2>/dev/null && echo ok || true",
+        "container": _inspect(container),
+        "restarts_before": f"cat {q(health_restarts_path(state_dir))} 2>/dev/null || true",
+        "fallback_lines": (
+            f"docker logs {q(container)} 2>&1 | grep -ci {q(HEALTH_FALLBACK_LINE)} || true"
+        ),
+    }
+
+
+def health_of(parts: dict[str, list[str]], container: dict[str, Any] | None) -> dict[str, Any]:
+    """The health document from what health_parts printed."""
+    before = text(parts.get("restarts_before"))
+    return health(
+        {
+            "http": text(parts.get("http")) == "ok",
+            "restarts_before": int(before) if before and before.isdigit() else None,
+            "restarts_after": (container or {}).get("restarts"),
+            "status": (container or {}).get("status") or "missing",
+            "fallback_lines": int(text(parts.get("fallback_lines")) or 0),
+        }
+    )
 
 
 def health(doc: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +128,18 @@ def health(doc: dict[str, Any]) -> dict[str, Any]:
     if doc.get("fallback_lines"):
         problems.append("log says 'using pytorch attention instead' (SageAttention fallback)")
     return {**doc, "healthy": not problems, "problems": problems}
+
+
+def _up_s(container: dict[str, Any] | None, parts: dict[str, list[str]]) -> int | None:
+    """Seconds the running container has run since its last start, by the node's clock."""
+    now = text(parts.get("now"))
+    if not container or container.get("status") != "running" or not now or not now.isdigit():
+        return None
+    try:
+        started = datetime.fromisoformat(container.get("started_at") or "")
+    except ValueError:
+        return None
+    return max(0, int(now) - int(started.timestamp()))
 
 
 class ImagePresent(FactBase):
@@ -140,7 +161,9 @@ class NodeState(FactBase):
     "probe": dict | None}``: the octal mode of each directory that exists, sha1 and mode
     of each file that exists, the service container and the digest it ran before, what
     the engine offers to hand GPUs to a container, the local ID of ``image_ref`` (None:
-    not pulled) and the probe result stored in ``results_dir`` for exactly that ID.
+    not pulled) and the probe result stored in ``results_dir`` for exactly that ID;
+    ``"health"``: ServiceHealth's document of that moment plus ``up_s``, how long the
+    running container has run since its last start (None: not running).
     """
 
     def requires_command(self, **kwargs: Any) -> str:
@@ -154,11 +177,15 @@ class NodeState(FactBase):
         results_dir: str,
         dirs: list[str],
         files: list[str],
+        port: int = 8188,
+        listen: str = "127.0.0.1",
     ) -> str:
         dir_paths = " ".join(q(d) for d in dirs) or "''"
         paths = " ".join(q(f) for f in files) or "''"
         return sectioned(
             {
+                **health_parts(container, port, state_dir, listen),
+                "now": "date +%s",
                 "dirs": f"stat -c '%a %n' -- {dir_paths} 2>/dev/null || true",
                 "sha1": f"sha1sum -- {paths} 2>/dev/null || true",
                 "mode": f"stat -c '%a %n' -- {paths} 2>/dev/null || true",
@@ -189,15 +216,17 @@ class NodeState(FactBase):
         info = json_doc(parts.get("info"))
         runtimes = (info or {}).get("Runtimes")
         image_id = text(parts.get("image"))
+        container = _container(json_doc(parts.get("container")))
         return {
             "dirs": dict(_path_value(line) for line in parts.get("dirs") or [] if line.strip()),
             "files": {p: {"sha1": sha1[p], "mode": mode.get(p)} for p in sha1},
             "service": {
                 "docker": runtimes is not None,
                 "nvidia_runtime": "nvidia" in (runtimes or {}),
-                "container": _container(json_doc(parts.get("container"))),
+                "container": container,
                 "previous": text(parts.get("previous")),
             },
+            "health": {**health_of(parts, container), "up_s": _up_s(container, parts)},
             "gpu": engine_gpu(info, cdi_specs(parts)),
             "image": {"id": image_id} if image_id else None,
             "probe": json_doc(parts.get("probe")) if image_id else None,

@@ -15,7 +15,7 @@ from ..facts.gpu import EngineGpuAccess
 from ..facts.service import ImagePresent, ServiceHealth, ServiceState
 from ..gpu_access import choose
 from ..pins.service import GPU_ACCESS_MODES
-from .snapshot import Snapshot, found, passthrough
+from .snapshot import Snapshot, changed, found, passthrough
 from .util import require_abs, require_digest_ref, require_name
 from .verify import stored_probe
 
@@ -166,6 +166,7 @@ def await_service(
     timeout_s: float = 60,
     settle_s: float = 2,
     listen: str = "127.0.0.1",
+    snapshot: Snapshot | None = None,
 ):
     """
     Wait for the service after a (re)start: its port answers, then it keeps running.
@@ -175,6 +176,8 @@ def await_service(
     + timeout_s: how long the port may take to answer
     + settle_s: how long the container must then keep running without a restart
     + listen: the address the port is published on (``service_listen``)
+    + snapshot: the run's ``NodeState``: while it holds (nothing changed the node), a
+      container that runs, answers and has run settle_s already needs no wait
 
     Runs whenever the operations run (it waits; it changes nothing), and counts as no
     change while pyinfra plans (change detection, ``--dry``). The ``ServiceHealth``
@@ -185,31 +188,50 @@ def await_service(
     if not state.is_executing:
         host.noop(f"{container} is waited for when the operations run")
         return
+    seen = (found(snapshot) or {}).get("health") or {}
+    up = seen.get("up_s")
+    if seen.get("http") and up is not None and up >= settle_s:
+        host.noop(f"{container} answers and has run {up}s: nothing to wait for")
+        return
+    changed(snapshot)  # what the health check sees is after the wait, not the snapshot
     yield commands.await_service(container, port, timeout_s, settle_s, state_dir, listen)
 
 
 @operation()
-def health_check(container: str, port: int, state_dir: str, listen: str = "127.0.0.1"):
+def health_check(
+    container: str,
+    port: int,
+    state_dir: str,
+    listen: str = "127.0.0.1",
+    snapshot: Snapshot | None = None,
+):
     """
     Fail the host unless its service is healthy (run after ``await_service``).
 
     + container, port: the service container and its published port
     + state_dir: where ``await_service`` recorded the restart count
     + listen: the address the port is published on (``service_listen``)
+    + snapshot: the run's ``NodeState``: while it holds (no operation changed the
+      node, no wait ran), its health read is the service as it is now
 
-    Reads ``ServiceHealth`` once when the operations run: healthy is a noop that says
-    so; unhealthy fails the host with ``health check failed: <every problem>``. While
-    pyinfra plans it is no change (the check needs the service step done).
+    Reads ``ServiceHealth`` once when the operations run (or the snapshot's): healthy
+    is a noop that says so; unhealthy fails the host with ``health check failed:
+    <every problem>``. While pyinfra plans it is no change (the check needs the
+    service step done).
     """
     require_name("container name", container)
     require_abs("state_dir", state_dir)
     if not state.is_executing:
         host.noop(f"health of {container} is checked when the operations run")
         return
-    found = host.get_fact(
-        ServiceHealth, container=container, port=port, state_dir=state_dir, listen=listen
-    )
-    if not found["healthy"]:
-        yield commands.fail("health check failed: " + "; ".join(found["problems"]))
+    found_health = (found(snapshot) or {}).get("health")
+    if found_health is None:
+        found_health = host.get_fact(
+            ServiceHealth, container=container, port=port, state_dir=state_dir, listen=listen
+        )
+    if not found_health["healthy"]:
+        yield commands.fail("health check failed: " + "; ".join(found_health["problems"]))
         return
-    host.noop(f"{container} healthy: port {port} answers, restart count {found['restarts_after']}")
+    host.noop(
+        f"{container} healthy: port {port} answers, restart count {found_health['restarts_after']}"
+    )

@@ -219,7 +219,7 @@ def test_service_state_parses_container_and_previous():
         "Id": "c1",
         "Image": "sha256:x",
         "Config": {"Image": B, "Labels": None, "Env": ["PATH=/usr/bin", "CLI_ARGS=--lowvram"]},
-        "State": {"Status": "running"},
+        "State": {"Status": "running", "StartedAt": "2026-11-26T15:04:05.123456789Z"},
         "RestartCount": 0,
     }
     got = ServiceState().process(
@@ -233,6 +233,7 @@ def test_service_state_parses_container_and_previous():
         "labels": {},
         "status": "running",
         "restarts": 0,
+        "started_at": "2026-11-26T15:04:05.123456789Z",
         "cli_args": "--lowvram",
     }
     empty = ServiceState().process(_parts(runtimes=None, container=None, previous=None))
