@@ -39,7 +39,9 @@ from benchfleet import SharedEngineFleet, harness  # noqa: E402
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 ANSIBLE_VENV = BENCH / ".venv-ansible"
 ANSIBLE_SPEC = os.environ.get("BENCH_ANSIBLE_SPEC", "ansible-core")
-OLD_BUILD, NEW_BUILD = "290.129", "291.129"
+# NEW_BUILD is a pin change that encodes no torch/CUDA (the agreement rule refuses a tag
+# that encodes another torch than the pins, as 291.129 would: sagefleet/pins/agreement.py).
+OLD_BUILD, NEW_BUILD = "290.129", "291.1"
 
 
 def log(msg: str) -> None:

@@ -18,7 +18,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -88,6 +90,33 @@ def resolve(
     )  # fmt: skip
 
 
+CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sagefleet"
+# bake --print answers, one file per question (see _resolve); safe to delete.
+PRINT_CACHE = CACHE_ROOT / "bake-print"
+_PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+)
+
+
+def _tools(docker: str) -> list[list]:
+    """The docker CLI and buildx plugin files that would answer (path, size, mtime):
+    an upgraded buildx asks bake again."""
+    config = os.environ.get("DOCKER_CONFIG") or str(Path.home() / ".docker")
+    paths = [shutil.which(docker) or docker]
+    paths += [f"{d}/docker-buildx" for d in (f"{config}/cli-plugins", *_PLUGIN_DIRS)]
+    found = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        found.append([path, st.st_size, st.st_mtime_ns])
+    return found
+
+
 @functools.lru_cache(maxsize=64)
 def _resolve(
     root: str,
@@ -97,6 +126,41 @@ def _resolve(
     files_digest: str,  # part of the cache key: an edited bake file is read again
     docker: str,
 ) -> BakeDefinition:
+    """bake's answer, from PRINT_CACHE when the same question (root, files and their
+    bytes, target, variables, docker and buildx binaries) was answered before: each
+    host with its own variables costs a `bake --print` (two Go processes) once, not
+    on every run."""
+    key = json.dumps([root, bake_files, target, variables, files_digest, _tools(docker)])
+    cached = PRINT_CACHE / f"{hashlib.sha256(key.encode()).hexdigest()}.json"
+    try:
+        return parse_print(cached.read_text())
+    except (OSError, ValueError):
+        pass  # not asked before, or unreadable: ask bake
+    text = _print(root, bake_files, target, variables, docker)
+    definition = parse_print(text)
+    _store(cached, text)
+    return definition
+
+
+def _store(path: Path, text: str) -> None:
+    """Write atomically; a cache that cannot be written only costs the next run time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".print-", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _print(
+    root: str,
+    bake_files: tuple[str, ...],
+    target: str,
+    variables: tuple[tuple[str, str], ...],
+    docker: str,
+) -> str:
     argv = print_argv(bake_files, target)
     argv[0] = docker
     env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
@@ -116,10 +180,10 @@ def _resolve(
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
         raise BakeError(f"`{' '.join(argv)}` in {root} failed (exit {proc.returncode}):\n{tail}")
-    return parse_print(proc.stdout)
+    return proc.stdout
 
 
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sagefleet" / "git"
+CACHE_DIR = CACHE_ROOT / "git"
 
 
 @functools.lru_cache(maxsize=16)

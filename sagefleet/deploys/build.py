@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyinfra import host
+from pyinfra import host, state
 from pyinfra.api import deploy
 
 from ..commands import content_mtime
@@ -22,8 +26,29 @@ from ..project import PROBE_SCRIPT
 
 def deploy_build_hosts() -> None:
     """deploy.py: build hosts build and verify the image; other hosts have nothing to do."""
+    deploy_file_known_to_inspect(state.current_deploy_filename)
     if "build_hosts" in host.groups:
         build_image()
+
+
+def deploy_file_known_to_inspect(path: str | None) -> str | None:
+    """Give the deploy file pyinfra exec()s an entry in sys.modules (a bare module
+    object that nothing imports); returns its name.
+
+    pyinfra's CLI orders operations by their call site, so every operation call
+    runs ``inspect.stack()``, and inspect maps each frame's file to a module
+    through sys.modules. An exec()'d deploy file belongs to no module, so every
+    such lookup scanned all loaded modules again: measured, about 45% of that cost
+    (0.09 s of a no-change deploy of 20 hosts, 8 operations each)."""
+    if not path:
+        return None
+    abspath = os.path.abspath(path)
+    name = "sagefleet._deploy_file_" + hashlib.sha1(abspath.encode()).hexdigest()[:12]
+    if name not in sys.modules:
+        module = types.ModuleType(name, f"pyinfra deploy file {abspath} (see deploys.build)")
+        module.__file__ = abspath
+        sys.modules[name] = module
+    return name
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,36 @@ def test_wheels_for_another_architecture_than_bake_builds_are_refused():
         r"install on bake platform 'linux/amd64' .*\(bake target '[a-z-]+' builds for linux/amd64\)",
     ):
         build_inputs(pins)
+
+
+def test_an_answer_is_asked_once_and_asked_again_when_the_question_changes(tmp_path, monkeypatch):
+    """bake --print answers persist between runs (PRINT_CACHE): the same files, target,
+    variables and binaries are not asked again; any of them changed is. A STAND-IN
+    docker (a script that counts its calls and prints a recorded answer) is asked."""
+    from sagefleet import bakeproject
+
+    monkeypatch.setattr(bakeproject, "PRINT_CACHE", tmp_path / "cache")
+    project = tmp_path / "project"
+    (project / "services").mkdir(parents=True)
+    (project / "docker-bake.hcl").write_text((FIXTURE / "docker-bake.hcl").read_text())
+    recorded = Path(__file__).parent / "data" / "bake" / "print" / "fixture-complete.json"
+    calls = tmp_path / "calls"
+    docker = tmp_path / "docker"
+    docker.write_text(f"#!/bin/sh\necho x >> {calls}\ncat {recorded}\n")
+    docker.chmod(0o755)
+
+    def ask(**variables: str):
+        bakeproject._resolve.cache_clear()  # a new run: only the disk remembers
+        d = resolve(project, ["docker-bake.hcl"], "complete-cuda", variables, docker=str(docker))
+        assert d.image_ref("complete-cuda")
+        return len(calls.read_text().split())
+
+    assert ask(REGISTRY_URL="a/") == 1
+    assert ask(REGISTRY_URL="a/") == 1  # same question: answered from the cache
+    assert ask(REGISTRY_URL="b/") == 2  # other variables
+    with open(project / "docker-bake.hcl", "a") as fh:
+        fh.write("\n# edited\n")
+    assert ask(REGISTRY_URL="b/") == 3  # the bake file changed
+    docker.write_text(docker.read_text() + "# upgraded\n")
+    assert ask(REGISTRY_URL="b/") == 4  # another docker binary
+    assert ask(REGISTRY_URL="b/") == 4
