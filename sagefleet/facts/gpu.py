@@ -69,7 +69,7 @@ class EngineGpuAccess(FactBase):
         return "docker"
 
     def command(self) -> str:
-        return sectioned({"info": DOCKER_INFO, "specs": CDI_SPECS})
+        return sectioned(ENGINE_PARTS)
 
     def default(self) -> dict[str, Any]:
         return engine_gpu(None, [])
@@ -79,18 +79,25 @@ class EngineGpuAccess(FactBase):
         return engine_gpu(json_doc(parts.get("info")), cdi_specs(parts))
 
 
-# The parts of EngineGpuAccess's command, also read by NodeState (facts/service.py).
-DOCKER_INFO = "docker info --format '{{json .}}' 2>/dev/null || true"
-_DIRS = "docker info --format '{{range .CDISpecDirs}}{{println .}}{{end}}' 2>/dev/null"
-CDI_SPECS = (
-    f'{_DIRS} | while IFS= read -r d; do for f in "$d"/*.yaml "$d"/*.yml "$d"/*.json; do '
-    f'[ -f "$f" ] || continue; printf \'%s%s\\n\' {q(MARKER + _SPEC)} "$f"; '
-    f'head -c {_SPEC_LIMIT} "$f"; echo; done; done'
-)
+# The parts of EngineGpuAccess's command, also read by NodeState (facts/service.py):
+# one `docker info` prints the engine's JSON on its first line and the CDI spec
+# directories on the next ones (a Go template can print both); "info" keeps the JSON,
+# "specs" prints the spec files of those directories. One docker CLI run, not two:
+# on a node the CLI and the engine's info are most of a no-change read.
+_INFO = "docker info --format '{{json .}}{{range .CDISpecDirs}}{{println}}{{.}}{{end}}'"
+ENGINE_PARTS = {
+    "info": f'info=$({_INFO} 2>/dev/null) || info=""; printf \'%s\\n\' "$info" | head -n 1',
+    "specs": (
+        'printf \'%s\\n\' "$info" | tail -n +2 | while IFS= read -r d; do [ -n "$d" ] || continue; '
+        'for f in "$d"/*.yaml "$d"/*.yml "$d"/*.json; do '
+        f'[ -f "$f" ] || continue; printf \'%s%s\\n\' {q(MARKER + _SPEC)} "$f"; '
+        f'head -c {_SPEC_LIMIT} "$f"; echo; done; done'
+    ),
+}
 
 
 def cdi_specs(parts: dict[str, list[str]]) -> list[tuple[str, str]]:
-    """(path, text) of each CDI spec file CDI_SPECS printed, from the sectioned output."""
+    """(path, text) of each CDI spec file ENGINE_PARTS printed, from the sectioned output."""
     return [
         (name[len(_SPEC) :], "\n".join(lines))
         for name, lines in parts.items()

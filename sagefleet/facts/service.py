@@ -10,7 +10,7 @@ from pyinfra.api import FactBase
 from ..commands import HEALTH_FALLBACK_LINE, health_host, health_restarts_path, q
 from ..gpu_access import engine_gpu
 from .build import _path_value
-from .gpu import CDI_SPECS, DOCKER_INFO, cdi_specs
+from .gpu import ENGINE_PARTS, cdi_specs
 from .util import json_doc, sectioned, sections, text
 
 
@@ -189,8 +189,7 @@ class NodeState(FactBase):
                 "dirs": f"stat -c '%a %n' -- {dir_paths} 2>/dev/null || true",
                 "sha1": f"sha1sum -- {paths} 2>/dev/null || true",
                 "mode": f"stat -c '%a %n' -- {paths} 2>/dev/null || true",
-                "info": DOCKER_INFO,
-                "specs": CDI_SPECS,
+                **ENGINE_PARTS,
                 "container": _inspect(container),
                 "previous": f"cat {q(state_dir + '/previous-image')} 2>/dev/null || true",
                 "image": (

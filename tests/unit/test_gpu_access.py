@@ -72,17 +72,18 @@ def _check_choices(fact, choices):
 
 
 def _standin_docker(bin_dir: Path, tmp: Path, info: dict | None) -> None:
-    """STAND-IN for the docker CLI: `docker info --format` with the two templates the
-    fact uses, answered from the recorded info (compact JSON, as docker prints it; the
-    CDI spec dirs one per line); no engine: exit 1."""
-    (tmp / "info.json").write_text(json.dumps(info, separators=(",", ":")) if info else "")
-    dirs = "".join(d + "\n" for d in (info or {}).get("CDISpecDirs") or [])
-    (tmp / "dirs.txt").write_text(dirs)
+    """STAND-IN for the docker CLI: `docker info --format` with the one template the
+    fact uses (the engine's compact JSON on the first line, as docker prints it, then
+    the CDI spec dirs one per line), answered from the recorded info; another
+    template: exit 2; no engine: exit 1."""
+    dirs = (info or {}).get("CDISpecDirs") or []
+    answer = json.dumps(info, separators=(",", ":")) + "".join("\n" + d for d in dirs) + "\n"
+    (tmp / "info.out").write_text(answer if info else "")
     (bin_dir / "docker").write_text(
         "#!/bin/sh\n"
-        f"[ -s '{tmp}/info.json' ] || exit 1\n"
-        'case "$3" in *CDISpecDirs*) cat '
-        f"'{tmp}/dirs.txt' ;; *) cat '{tmp}/info.json'; echo ;; esac\n"
+        f"[ -s '{tmp}/info.out' ] || exit 1\n"
+        "case \"$3\" in '{{json .}}{{range .CDISpecDirs}}{{println}}{{.}}{{end}}') "
+        f"cat '{tmp}/info.out' ;; *) exit 2 ;; esac\n"
     )
     (bin_dir / "docker").chmod(0o755)
 
