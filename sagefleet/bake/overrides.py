@@ -50,7 +50,7 @@ def cache_ref_for(cache_ref: str, target: str) -> str:
     return f"{check_cache_ref(cache_ref)}:{_check_target(target)}"
 
 
-def cache_sets(targets: Iterable[str], cache_ref: str, insecure: bool = False) -> list[str]:
+def cache_sets(targets: Iterable[str], cache_ref: str) -> list[str]:
     """``--set`` values that replace each target's cache-from / cache-to with the
     fleet's registry cache (``type=registry,mode=max``). Replacing drops the bake
     file's own cache-from entries for these targets: a build host then never waits
@@ -65,12 +65,11 @@ def cache_sets(targets: Iterable[str], cache_ref: str, insecure: bool = False) -
     read the final target's, against 19 of 19 with one cache per target
     (bench/bake-cache-hits, docs/bake-cache.md)."""
     names = [_check_target(t) for t in targets]
-    extra = ",registry.insecure=true" if insecure else ""
     out = []
     for n in names:
         ref = cache_ref_for(cache_ref, n)
-        out.append(f"{n}.cache-from=type=registry,ref={ref}{extra}")
-        out.append(f"{n}.cache-to=type=registry,ref={ref},mode=max{extra}")
+        out.append(f"{n}.cache-from=type=registry,ref={ref}")
+        out.append(f"{n}.cache-to=type=registry,ref={ref},mode=max")
     return out
 
 
