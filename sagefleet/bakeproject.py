@@ -20,11 +20,11 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .bake import BakeDefinition, BakeError, parse_print, print_argv
+from .cache import CACHE_ROOT, store
 
 _HCL_VARIABLE = re.compile(r'^\s*variable\s+"([A-Za-z_][A-Za-z0-9_]*)"\s*\{', re.M)
 # Environment bake may need to find its plugin and configuration, and nothing else:
@@ -90,7 +90,6 @@ def resolve(
     )  # fmt: skip
 
 
-CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sagefleet"
 # bake --print answers, one file per question (see _resolve); safe to delete.
 PRINT_CACHE = CACHE_ROOT / "bake-print"
 _PLUGIN_DIRS = (
@@ -138,20 +137,8 @@ def _resolve(
         pass  # not asked before, or unreadable: ask bake
     text = _print(root, bake_files, target, variables, docker)
     definition = parse_print(text)
-    _store(cached, text)
+    store(cached, text)
     return definition
-
-
-def _store(path: Path, text: str) -> None:
-    """Write atomically; a cache that cannot be written only costs the next run time."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".print-", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError:
-        pass
 
 
 def _print(

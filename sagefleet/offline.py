@@ -13,7 +13,6 @@ import base64
 import contextlib
 import functools
 import hashlib
-import http.server
 import io
 import os
 import threading
@@ -146,14 +145,15 @@ def build_wheelhouse(pins: Pins, root: Path) -> list[Path]:
     return written
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @contextlib.contextmanager
 def serve_wheelhouse(root: Path, host: str, port: int = 0) -> Iterator[str]:
     """Serve root over HTTP on host:port for the duration; yields the base URL."""
+    import http.server  # here, not at the top: every run imports this module (group_data)
+
+    class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
     handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer((host, port), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -178,24 +178,39 @@ BUILD_STEPS: list[Callable[[BuildRun], None]] = [
 ]
 
 
+def login_dir(pins: Pins) -> str:
+    """Where a host keeps its registry login (DOCKER_CONFIG: config.json, mode 600)."""
+    return f"{pins.service.state_dir}/registry"
+
+
 @deploy("Build the ComfyUI image")
-def build_image():
+def build_image(publish: bool = False) -> BuildRun:
     """Put the build context on a build host, render the pinned requirements into
     it, bake the image when (and only when) an input changed, then probe and gate it.
 
     ``BuildState`` is read once (one round trip); each operation decides from it until
-    one of them changes the host, then the later ones read their own facts."""
+    one of them changes the host, then the later ones read their own facts. publish:
+    the read covers the registry login and the last push too (``publish_image``'s
+    steps decide from the same snapshot). Returns the run (its snapshot)."""
     pins = host_pins(host)
     inputs = build_inputs(pins)
+    extra: dict = {}
+    if publish:
+        extra = dict(
+            dirs=[login_dir(pins)], push_dir=f"{pins.build.build_dir}/push",
+        )  # fmt: skip
+    files = watched_files(pins, inputs) + ([f"{login_dir(pins)}/config.json"] if publish else [])
     doc = host.get_fact(
         BuildState,
         build_dir=pins.build.build_dir,
         image_ref=inputs.image_ref,
-        files=watched_files(pins, inputs),
+        files=files,
+        **extra,
     )
     run = BuildRun(pins, inputs, Snapshot(doc))
     for step in BUILD_STEPS:
         step(run)
+    return run
 
 
 def probe_and_gate(

@@ -29,7 +29,7 @@ from ..operations import service as service_ops
 from ..operations import snapshot as file_ops
 from ..operations.snapshot import Snapshot
 from ..pins import Pins, host_pins
-from .build import bake_args, build_image, probe_and_gate, probe_path
+from .build import bake_args, build_image, login_dir, probe_and_gate, probe_path
 
 REGISTRY_USER_ENV = "SAGEFLEET_REGISTRY_USER"
 REGISTRY_PASSWORD_ENV = "SAGEFLEET_REGISTRY_PASSWORD"
@@ -56,10 +56,6 @@ def registry_config(pins, registry: str, environ=None) -> bytes | None:
             f"nor {REGISTRY_PASSWORD_ENV}"
         )
     return docker_config_json(registry, user, password)
-
-
-def login_dir(pins) -> str:
-    return f"{pins.service.state_dir}/registry"
 
 
 def registry_login(pins, registry: str, snapshot: Snapshot | None = None) -> str | None:
@@ -245,25 +241,33 @@ def preview_node(image: str | None = None, rollback: bool = False) -> dict:
 
 
 @deploy("Publish the image to the registry")
-def publish_image() -> None:
-    """Build (if inputs changed) and verify, then push with bake (if not pushed yet)."""
+def publish_image() -> Snapshot:
+    """Build (if inputs changed) and verify, then push with bake (if not pushed yet).
+    Every step decides from the one ``BuildState`` read (returned: ``published_image``
+    reads the push from it while nothing changed)."""
     pins = host_pins(host)
-    build_image()
-    inputs = build_inputs(pins)
-    docker_config = registry_login(pins, registry_of(inputs.image_ref))
+    run = build_image(publish=True)
+    inputs = run.inputs
+    docker_config = registry_login(pins, registry_of(inputs.image_ref), run.snapshot)
     build_ops.push(
         name=f"Push {inputs.image_ref}",
         docker_config=docker_config,
+        snapshot=run.snapshot,
         **bake_args(pins, inputs),
     )
+    return run.snapshot
 
 
-def published_image() -> tuple[str | None, bool]:
+def published_image(snapshot: Snapshot | None = None) -> tuple[str | None, bool]:
     """(``repo@sha256:...`` this build host pushed last or None, whether that push
-    carried the inputs of the current pins). A fact read; nothing changes."""
+    carried the inputs of the current pins). From snapshot (``publish_image``'s, while
+    no step changed the host), else a fact read; nothing changes."""
     pins = host_pins(host)
     b = build_inputs(pins)
-    published = host.get_fact(PublishedImage, push_dir=f"{pins.build.build_dir}/push")
+    doc = snapshot.get() if snapshot is not None else None
+    published = (doc or {}).get("published") or host.get_fact(
+        PublishedImage, push_dir=f"{pins.build.build_dir}/push"
+    )
     digest = PublishedImage.digest(published, pins.image.bake_target)
     if not digest:
         return None, False

@@ -6,12 +6,12 @@ concern, each a single round trip.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pyinfra.api import FactBase
 
 from ..commands import INPUTS_LABEL, previous_tag, q
+from . import engine
 from .util import json_doc, sectioned, sections, text
 
 
@@ -181,51 +181,61 @@ class BuildState(FactBase):
     """
     Everything a no-change run of ``build_image`` compares, in one round trip.
 
-    Returns ``{"marker": str | None, "build_dir_mode": str | None, "files": {path:
-    None | {"sha1", "mode"}}, "image": None | {"id", "inputs"}, "probe": dict | None}``:
-    the build context marker, the mode of build_dir (None: no directory), sha1 and
-    octal mode of each file, the image's ID and ``org.sagefleet.inputs`` label, and
-    the probe result stored for exactly that image ID.
+    Returns ``{"marker": str | None, "build_dir_mode": str | None, "dirs": {path: mode},
+    "files": {path: None | {"sha1", "mode"}}, "image": None | {"id", "inputs"}, "probe":
+    dict | None, "published": None | PublishedImage's document}``: the build context
+    marker, the mode of build_dir (None: no directory), the octal mode of build_dir and
+    of each of ``dirs`` that exists, sha1 and octal mode of each file, the image's ID
+    and ``org.sagefleet.inputs`` label, the probe result stored for exactly that image
+    ID, and (with ``push_dir``) what the host last pushed.
     """
 
-    def command(self, build_dir: str, image_ref: str, files: list[str]) -> str:
+    def command(
+        self,
+        build_dir: str,
+        image_ref: str,
+        files: list[str],
+        dirs: list[str] | tuple[str, ...] = (),
+        push_dir: str | None = None,
+    ) -> str:
         paths = " ".join(q(f) for f in files) or "''"
         results = q(f"{build_dir}/probe")
-        return sectioned(
-            {
-                "marker": f"cat {q(build_dir + '/context.digest')} 2>/dev/null || true",
-                "build_dir_mode": f"[ ! -d {q(build_dir)} ] || stat -c %a {q(build_dir)}",
-                "sha1": f"sha1sum -- {paths} 2>/dev/null || true",
-                "mode": f"stat -c '%a %n' -- {paths} 2>/dev/null || true",
-                # The image's ID, then its labels as docker prints them (JSON).
-                "image": (
-                    "img=$(docker image inspect --format '{{.Id}} {{json .Config.Labels}}' "
-                    f"{q(image_ref)} 2>/dev/null) && printf '%s\\n' \"$img\" || img=''"
-                ),
-                # The probe result stored for exactly that ID (the file name is the ID).
-                "probe": (
-                    f'[ -z "$img" ] || {{ id=${{img%% *}}; cat {results}/"${{id#sha256:}}".json; }}'
-                    " 2>/dev/null || true"
-                ),
-            }
-        )
+        parts = {
+            "engine": engine.SELECT_AND_SAY,
+            "marker": f"cat {q(build_dir + '/context.digest')} 2>/dev/null || true",
+            "build_dir_mode": f"[ ! -d {q(build_dir)} ] || stat -c %a {q(build_dir)}",
+            "dirs": f"stat -c '%a %n' -- {' '.join(q(d) for d in (build_dir, *dirs))} 2>/dev/null || true",
+            "sha1": f"sha1sum -- {paths} 2>/dev/null || true",
+            "mode": f"stat -c '%a %n' -- {paths} 2>/dev/null || true",
+            # The image's inspect JSON (the engine's API, else the docker CLI).
+            "image": f'img=$({engine.image(image_ref)}) && printf \'%s\\n\' "$img" || img=""',
+            # The probe result stored for exactly that ID (the file name is the ID).
+            "probe": (
+                f'[ -z "$img" ] || {{ id=$(printf \'%s\\n\' "$img" | {engine.IMAGE_ID}); '
+                f'cat {results}/"${{id#sha256:}}".json; }} 2>/dev/null || true'
+            ),
+        }
+        if push_dir:
+            parts.update(PublishedImage().parts(push_dir))
+        return sectioned(parts)
 
     def process(self, output: list[str]) -> dict[str, Any]:
         parts = sections(output)
         sha1 = dict(_path_value(line) for line in parts.get("sha1") or [] if line.strip())
         mode = dict(_path_value(line) for line in parts.get("mode") or [] if line.strip())
         image = None
-        image_line = text(parts.get("image"))
-        if image_line:
-            image_id, _, labels = image_line.partition(" ")
-            labels = json.loads(labels or "null") or {}
-            image = {"id": image_id, "inputs": labels.get(INPUTS_LABEL) or None}
+        inspect = json_doc(parts.get("image"))
+        if inspect:
+            labels = (inspect.get("Config") or {}).get("Labels") or {}
+            image = {"id": inspect.get("Id"), "inputs": labels.get(INPUTS_LABEL) or None}
         return {
             "marker": text(parts.get("marker")),
             "build_dir_mode": text(parts.get("build_dir_mode")),
+            "dirs": dict(_path_value(line) for line in parts.get("dirs") or [] if line.strip()),
             "files": {p: {"sha1": sha1[p], "mode": mode.get(p)} for p in sha1},
             "image": image,
             "probe": json_doc(parts.get("probe")) if image else None,
+            "published": PublishedImage().process(output) if "inputs" in parts else None,
         }
 
 
@@ -271,12 +281,15 @@ class PublishedImage(FactBase):
     """
 
     def command(self, push_dir: str) -> str:
-        return sectioned(
-            {
-                "inputs": f"cat {q(push_dir + '/inputs')} 2>/dev/null || true",
-                "metadata": f"cat {q(push_dir + '/metadata.json')} 2>/dev/null || true",
-            }
-        )
+        return sectioned(self.parts(push_dir))
+
+    @staticmethod
+    def parts(push_dir: str) -> dict[str, str]:
+        """The parts of this read (``BuildState`` reads them too, for a publish)."""
+        return {
+            "inputs": f"cat {q(push_dir + '/inputs')} 2>/dev/null || true",
+            "metadata": f"cat {q(push_dir + '/metadata.json')} 2>/dev/null || true",
+        }
 
     def process(self, output: list[str]) -> dict[str, Any]:
         parts = sections(output)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import re
 from typing import Any
 
 from pyinfra.api import FactBase
 
 from ..commands import q
 from ..gpu_access import engine_gpu
+from . import engine
 from .util import MARKER, json_doc, sectioned, sections
 
 _QUERY = "name,compute_cap,driver_version,memory.total"
@@ -75,25 +77,53 @@ class EngineGpuAccess(FactBase):
         return engine_gpu(None, [])
 
     def process(self, output: list[str]) -> dict[str, Any]:
-        parts = sections(output)
-        return engine_gpu(json_doc(parts.get("info")), cdi_specs(parts))
+        return engine_gpu_of(sections(output))
 
 
-# The parts of EngineGpuAccess's command, also read by NodeState (facts/service.py):
-# one `docker info` prints the engine's JSON on its first line and the CDI spec
-# directories on the next ones (a Go template can print both); "info" keeps the JSON,
-# "specs" prints the spec files of those directories. One docker CLI run, not two:
-# on a node the CLI and the engine's info are most of a no-change read.
-_INFO = "docker info --format '{{json .}}{{range .CDISpecDirs}}{{println}}{{.}}{{end}}'"
+# The parts of EngineGpuAccess's command, also read by NodeState (facts/service.py).
+# "engine" picks the API or the CLI (facts/engine.py) and prints which. "info" prints
+# the engine's info JSON: from the API, or from one `docker info` whose Go template
+# prints the JSON on its first line and the CDI spec directories on the next ones.
+# "specs" prints the spec files of those directories: the CLI's lines, or the names in
+# the API's JSON. A spec dir name with '"', '\\' or ']' is never read (process() says
+# so): JSON would escape it, or end the list early, so the API way asks the CLI when
+# the JSON holds one, and the CLI way skips such lines.
+_INFO = "{{json .}}{{range .CDISpecDirs}}{{println}}{{.}}{{end}}"
+_DIR = r' *"/[^]"\\]*" *'  # grep BRE: one JSON string of a plain absolute path
+_PLAIN_DIRS = rf'"CDISpecDirs": *\[\({_DIR},\)*\({_DIR}\)\{{0,1\}}\]'
+_DIRS_FROM_JSON = (
+    'grep -o \'"CDISpecDirs": *\\[[^]]*\\]\' | grep -o \'[[,] *"/[^]"\\\\]*"\' '
+    "| sed 's/^[[,] *\"//; s/\"$//'"
+)
 ENGINE_PARTS = {
-    "info": f'info=$({_INFO} 2>/dev/null) || info=""; printf \'%s\\n\' "$info" | head -n 1',
+    "engine": engine.SELECT_AND_SAY,
+    "info": (
+        f'sf_cli_info=""; info=$({engine.info(_INFO)}) || info=""; '
+        'if [ -n "$sf_sock" ] && printf \'%s\\n\' "$info" | grep -q \'"CDISpecDirs"\' '
+        f"&& ! printf '%s\\n' \"$info\" | grep -q '{_PLAIN_DIRS}'; then sf_cli_info=1; "
+        f"info=$({{ docker info --format {q(_INFO)}; }} 2>/dev/null) || info=''; fi; "
+        "printf '%s\\n' \"$info\" | head -n 1"
+    ),
     "specs": (
-        'printf \'%s\\n\' "$info" | tail -n +2 | while IFS= read -r d; do [ -n "$d" ] || continue; '
+        'if [ -n "$sf_sock" ] && [ -z "$sf_cli_info" ]; then '
+        f"dirs=$(printf '%s\\n' \"$info\" | head -n 1 | {_DIRS_FROM_JSON}); "
+        "else dirs=$(printf '%s\\n' \"$info\" | tail -n +2 | grep -v '[]\"\\\\]'); fi; "
+        'printf \'%s\\n\' "$dirs" | while IFS= read -r d; do [ -n "$d" ] || continue; '
         'for f in "$d"/*.yaml "$d"/*.yml "$d"/*.json; do '
         f'[ -f "$f" ] || continue; printf \'%s%s\\n\' {q(MARKER + _SPEC)} "$f"; '
         f'head -c {_SPEC_LIMIT} "$f"; echo; done; done'
     ),
 }
+_UNREAD = re.compile(r'["\\\]]')
+
+
+def engine_gpu_of(parts: dict[str, list[str]]) -> dict[str, Any]:
+    """The engine's GPU document from ENGINE_PARTS' sectioned output."""
+    doc = engine_gpu(json_doc(parts.get("info")), cdi_specs(parts))
+    for d in doc["cdi_spec_dirs"]:
+        if _UNREAD.search(d):
+            doc["spec_errors"].append(f"{d}: not read (a CDI spec dir name with '\"', '\\' or ']')")
+    return doc
 
 
 def cdi_specs(parts: dict[str, list[str]]) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ from pyinfra.api import FactBase
 
 from ..commands import HEALTH_FALLBACK_LINE, health_host, health_restarts_path, q
 from ..gpu_access import engine_gpu
+from . import engine
 from .build import _path_value
 from .gpu import ENGINE_PARTS, cdi_specs
 from .util import json_doc, sectioned, sections, text
@@ -34,7 +35,7 @@ def _container(inspect: dict | None) -> dict[str, Any] | None:
 
 
 def _inspect(container: str) -> str:
-    return f"docker container inspect --format '{{{{json .}}}}' {q(container)} 2>/dev/null || true"
+    return engine.container(container)
 
 
 class ServiceState(FactBase):
@@ -50,6 +51,7 @@ class ServiceState(FactBase):
     def command(self, container: str, state_dir: str) -> str:
         return sectioned(
             {
+                "engine": engine.SELECT_AND_SAY,
                 "runtimes": "docker info --format '{{json .Runtimes}}' 2>/dev/null || true",
                 "container": _inspect(container),
                 "previous": f"cat {q(state_dir + '/previous-image')} 2>/dev/null || true",
@@ -90,11 +92,12 @@ def health_parts(container: str, port: int, state_dir: str, listen: str) -> dict
     """The parts of a health read (ServiceHealth's command; NodeState reads them too)."""
     url = f"http://{health_host(listen)}:{int(port)}/"
     return {
+        "engine": engine.SELECT_AND_SAY,
         "http": f"curl -fsS -o /dev/null --max-time 2 {q(url)} 2>/dev/null && echo ok || true",
         "container": _inspect(container),
         "restarts_before": f"cat {q(health_restarts_path(state_dir))} 2>/dev/null || true",
         "fallback_lines": (
-            f"docker logs {q(container)} 2>&1 | grep -ci {q(HEALTH_FALLBACK_LINE)} || true"
+            f"{{ {engine.logs(container)}; }} | grep -aci {q(HEALTH_FALLBACK_LINE)} || true"
         ),
     }
 
@@ -193,8 +196,8 @@ class NodeState(FactBase):
                 "container": _inspect(container),
                 "previous": f"cat {q(state_dir + '/previous-image')} 2>/dev/null || true",
                 "image": (
-                    f"img=$(docker image inspect --format '{{{{.Id}}}}' {q(image_ref)} 2>/dev/null)"
-                    " && printf '%s\\n' \"$img\" || img=''"
+                    f"img=$({engine.image(image_ref)}) && img=$(printf '%s\\n' \"$img\" | "
+                    f"{engine.IMAGE_ID}) && printf '%s\\n' \"$img\" || img=''"
                 ),
                 # The probe result stored for exactly that ID (the file name is the ID).
                 "probe": (

@@ -277,6 +277,7 @@ def push(
     variables: Mapping[str, str] | None = None,
     ca_bundle_path: str | None = None,
     docker_config: str | None = None,
+    snapshot: Snapshot | None = None,
 ):
     """
     Push the image of ``target`` with ``docker buildx bake --push`` and keep bake's
@@ -286,6 +287,8 @@ def push(
     + target, image_ref, inputs, bake_files, variables, ca_bundle_path: as for
       ``image`` (same values, so bake reuses the build cache)
     + docker_config: directory on the host with the registry login (config.json, mode 600)
+    + snapshot: the run's ``BuildState`` read with ``push_dir`` (its ``published``);
+      None: read ``PublishedImage``
 
     Idempotence: the inputs hash of the last successful push is kept in
     ``push/inputs``; equal inputs and a digest in ``push/metadata.json`` for the
@@ -294,13 +297,15 @@ def push(
     """
     variables = _bake_env(build_dir, target, inputs, variables, ca_bundle_path)
     push_dir = f"{build_dir}/push"
-    published = host.get_fact(PublishedImage, push_dir=push_dir)
+    doc = found(snapshot)
+    published = (doc or {}).get("published") or host.get_fact(PublishedImage, push_dir=push_dir)
     digest = PublishedImage.digest(published, target)
     name = ((published.get("metadata") or {}).get(target) or {}).get("image.name")
     # bake names every tag of the target, comma-separated.
     if published["inputs"] == inputs and digest and image_ref in (name or "").split(","):
         host.noop(f"{image_ref} (inputs {inputs[:19]}) already pushed as {digest[:19]}")
         return
+    changed(snapshot)
     yield f"mkdir -p {commands.q(push_dir)}"
     yield commands.bake_push(
         context_dir=f"{build_dir}/context",

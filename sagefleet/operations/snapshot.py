@@ -74,8 +74,8 @@ def _in_place(snapshot: Snapshot | None, dest: str, sha1: str, mode: str) -> boo
 
 
 def _dir_mode(doc: dict[str, Any], path: str) -> str | None:
-    """The mode of path in a snapshot: NodeState lists directories by path; BuildState
-    has the one (the build directory)."""
+    """The mode of path in a snapshot: NodeState and BuildState list directories by
+    path (a document without that list: the build directory's mode)."""
     if "dirs" in doc:
         return doc["dirs"].get(path)
     return doc["build_dir_mode"]
@@ -96,8 +96,8 @@ def directory(path: str, mode: str, snapshot: Snapshot | None = None):
     mode of a directory it did not create.
 
     + path, mode: as for ``secure.own_directory``
-    + snapshot: the run's ``BuildState`` (its ``build_dir_mode`` describes ``path``) or
-      ``NodeState`` (its ``dirs``)
+    + snapshot: the run's ``BuildState`` or ``NodeState`` (their ``dirs``; a document
+      without them: ``build_dir_mode`` describes ``path``)
 
     Idempotence: the snapshot saying the directory exists means nothing to do; without
     a (still valid) snapshot, ``own_directory`` decides from its own fact.

@@ -15,10 +15,13 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
 import json
 import re
 import warnings
 from pathlib import Path
+
+from ..cache import CACHE_ROOT, store
 
 __all__ = ["MAX_BYTES", "auth_file_refusal", "ca_bundle_refusal"]
 
@@ -53,13 +56,30 @@ def ca_bundle_refusal(path: str) -> str | None:
     return _ca_bundle_refusal(path, stamp)
 
 
+# Bundles that passed, by content (sha256) and the X.509 parser's version: a run
+# parses a bundle (~30 ms for a system bundle) only the first time it sees those bytes.
+BUNDLES_PASSED = CACHE_ROOT / "ca-bundles-passed"
+
+
 @functools.lru_cache(maxsize=16)
 def _ca_bundle_refusal(path: str, stamp: tuple[int, int, int] | None) -> str | None:
-    from cryptography import x509
+    import cryptography
 
     data, problem = _read(path)
     if problem:
         return problem
+    passed = BUNDLES_PASSED / f"{hashlib.sha256(data).hexdigest()}-{cryptography.__version__}"
+    if passed.exists():
+        return None
+    refusal = _bundle_refusal(data)
+    if refusal is None:
+        store(passed, "")
+    return refusal
+
+
+def _bundle_refusal(data: bytes) -> str | None:
+    from cryptography import x509
+
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError:

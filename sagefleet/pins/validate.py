@@ -12,7 +12,9 @@ pyinfra host's data through its public attributes only.
 
 from __future__ import annotations
 
+import functools
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +106,7 @@ def source_finder(inventory, host, cwd: str | None = None) -> Callable[[str], st
     """Return source_of(key): which file or flag supplied this host's value of key."""
     dirs = _group_data_dirs(cwd)
 
+    @functools.cache  # asked once per key of the host's data: stat each file once
     def group_file(group: str) -> str:
         found = [d / f"{group}.py" for d in dirs if (d / f"{group}.py").exists()]
         return str(found[-1]) if found else f"group data of group {group!r}"
@@ -122,8 +125,20 @@ def source_finder(inventory, host, cwd: str | None = None) -> Callable[[str], st
     return source_of
 
 
+# Each host's validated pins, kept on the host object (while its data is unchanged):
+# validated once before contact, reused by every deploy function that asks.
+_VALIDATED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def host_pins(host, inventory=None, cwd: str | None = None) -> Pins:
-    """Validate one pyinfra host's merged data; raises PinError naming the source."""
+    """Validate one pyinfra host's merged data; raises PinError naming the source.
+
+    A host validated before (the check before contact) with the same data gets the
+    same Pins back without a second validation."""
+    data = host.data.dict()
+    kept = _VALIDATED.get(host)
+    if kept is not None and kept[0] == data:
+        return kept[1]
     if inventory is None:
         inventory = host.inventory
     source_of = source_finder(inventory, host, cwd)
@@ -132,7 +147,9 @@ def host_pins(host, inventory=None, cwd: str | None = None) -> Pins:
         for group in host.groups
         if group != "all"
     ]
-    return validate(host.data.dict(), source_of, group_layers=layers)
+    pins = validate(data, source_of, group_layers=layers)
+    _VALIDATED[host] = (data, pins)
+    return pins
 
 
 def validate_inventory(inventory, cwd: str | None = None, pins: dict | None = None) -> list[str]:

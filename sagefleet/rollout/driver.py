@@ -145,7 +145,7 @@ def publish(target: session.Target, build_host: str, dry: bool) -> tuple[str | N
             return None, f"{build_host} has pushed nothing yet (a build + push would run first)"
         note = "" if current else " (inputs changed: a build + push would run first)"
         return image, f"last pushed by {build_host}{note}"
-    runs = session.run(target, [build_host], publish_image, finish=lambda _: published_image())
+    runs = session.run(target, [build_host], publish_image, finish=published_image)
     run = runs[build_host]
     if not run.ok:
         return None, f"publish on {build_host} failed: {run.error}"

@@ -94,6 +94,24 @@ def test_host_pins_of_one_host(project):
     assert host_pins(inv.get_host("b1"), inv, str(project)).service.service_port == 8188
 
 
+def test_a_host_is_validated_once_while_its_data_is_unchanged(project, monkeypatch):
+    """The check before contact validates each host; the deploy's host_pins(host) gets
+    those pins back, and validates again only once the host's data changed."""
+    pv = sys.modules["sagefleet.pins.validate"]  # the module (the package exports the function)
+    calls = []
+    real = pv.validate
+    monkeypatch.setattr(
+        pv, "validate", lambda data, *a, **k: calls.append(1) or real(data, *a, **k)
+    )
+    inv = inventory()
+    assert validate_inventory(inv, str(project)) == [] and len(calls) == 3
+    g1 = inv.get_host("g1")
+    first = host_pins(g1)
+    assert host_pins(g1) is first and len(calls) == 3
+    g1.data.service_port = 9001
+    assert host_pins(g1).service.service_port == 9001 and len(calls) == 4
+
+
 # --------------------------------------------------------------------------- build_inputs
 
 

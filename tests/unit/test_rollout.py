@@ -269,7 +269,7 @@ def test_service_health_verdicts(output, problems):
 
 def test_service_health_reads_once_and_the_wait_is_an_operation():
     cmd = ServiceHealth().command(container="comfyui", port=8188, state_dir="/var/lib/sagefleet")
-    assert "grep -ci 'using pytorch attention instead'" in cmd and "127.0.0.1:8188" in cmd
+    assert "grep -aci 'using pytorch attention instead'" in cmd and "127.0.0.1:8188" in cmd
     assert "sleep" not in cmd and "until" not in cmd  # a fact never waits
     wait = commands.await_service("comfyui", 8188, 5, 2, "/var/lib/sagefleet")
     assert "until curl" in wait and "left=$(( 2 - " in wait and 'sleep "$left"' in wait

@@ -544,6 +544,30 @@ def test_good_files_pass(tmp_path):
     assert pins.service.registry_auth_file == str(auth)
 
 
+def test_a_bundle_is_parsed_once_per_content(tmp_path, monkeypatch):
+    """A bundle that passed is remembered by its bytes (across runs: the cache on disk);
+    other bytes at the same path are parsed again, and a refusal is never remembered."""
+    from sagefleet.pins import files
+
+    monkeypatch.setattr(files, "BUNDLES_PASSED", tmp_path / "passed")
+    parsed = []
+    real = files._bundle_refusal
+    monkeypatch.setattr(files, "_bundle_refusal", lambda data: parsed.append(data) or real(data))
+    bundle = tmp_path / "ca.pem"
+
+    def check(text: str) -> str | None:
+        bundle.write_text(text)
+        files._ca_bundle_refusal.cache_clear()  # as a new run would start
+        return files.ca_bundle_refusal(str(bundle))
+
+    assert check(CERT) is None and check(CERT) is None
+    assert len(parsed) == 1
+    assert check(CERT + pem.private_key()).startswith("holds a PEM block of type 'PRIVATE KEY'")
+    assert check(CERT + pem.private_key()).startswith("holds a PEM block of type 'PRIVATE KEY'")
+    assert len(parsed) == 3
+    assert check(pem.certificate("second")) is None and len(parsed) == 4
+
+
 # --- wheel hashes: rendered so pip verifies, computed by a command -----------------------------
 
 
