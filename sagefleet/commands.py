@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import posixpath
+import re
 import shlex
 import time
 from collections.abc import Mapping, Sequence
@@ -156,6 +157,13 @@ def replace_context(
         f"rm -f {q(tar_path)} && "
         f'for d in {q(b + "/context.d")}/*; do [ "$d" = {q(new)} ] || rm -rf "$d"; done'
     )
+
+
+def own_directory(path: str, mode: str) -> str:
+    """Create path with mode unless it exists (an existing directory keeps its mode)."""
+    if not re.fullmatch(r"[0-7]{3,4}", mode):
+        raise ValueError(f"mode must be octal digits, got {mode!r}")
+    return f"[ -d {q(path)} ] || {{ mkdir -p {q(path)} && chmod {mode} {q(path)}; }}"
 
 
 def git_context(url: str, ref: str, context_dir: str, marker_path: str, digest: str) -> str:

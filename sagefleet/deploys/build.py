@@ -79,17 +79,12 @@ def watched_files(pins: Pins, inputs: BuildInputs) -> list[str]:
     return [requirements_path(pins, inputs), probe_path(pins.build.build_dir), *ca]
 
 
-def _directory(run: BuildRun) -> None:
-    file_ops.directory(
-        name="Build directory", path=run.build_dir, mode="755", snapshot=run.snapshot
-    )
-
-
 def _context(run: BuildRun) -> None:
     git, tarball = run.inputs.git, run.inputs.tarball
     build_ops.build_context(
         name="Build context",
         build_dir=run.build_dir,
+        mode="755",
         digest=run.inputs.context_digest,
         snapshot=run.snapshot,
         keep=run.inputs.requirements_path,
@@ -169,7 +164,6 @@ def _verify(run: BuildRun) -> None:
 # one BuildState read) whether it has anything to do. Add a step here, never a shortcut
 # around them (tests/integration/test_deploy_local.py adds a dummy step to prove it).
 BUILD_STEPS: list[Callable[[BuildRun], None]] = [
-    _directory,
     _context,
     _requirements,
     _ca_bundle,
@@ -226,15 +220,6 @@ def probe_and_gate(
     (a GPU node whose engine can give no GPU to a container is refused)."""
     if create_dir:
         file_ops.directory(name="State directory", path=work_dir, mode="755", snapshot=snapshot)
-    file_ops.put(
-        name="Probe script",
-        src=str(PROBE_SCRIPT),
-        dest=probe_path(work_dir),
-        mode="644",
-        snapshot=snapshot,
-        # Build hosts: the Build directory operation made work_dir already.
-        create_remote_dir=create_dir,
-    )
     where = dict(build_dir=work_dir, image_ref=image_ref, snapshot=snapshot)
     verify_ops.probe(
         name="Kernel probe",
@@ -244,6 +229,9 @@ def probe_and_gate(
         workload_seq_lens=pins.verify.probe_workload_seq_lens,
         gpu_access=pins.service.gpu_access,
         gpu_node=gpu_node,
+        script=str(PROBE_SCRIPT),
+        # Build hosts: the Build context operation made work_dir already.
+        create_dir=create_dir,
         **where,
     )
     verify_ops.gate(name="Verification gate", expect=expectation(pins), **where)

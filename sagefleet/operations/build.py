@@ -39,9 +39,10 @@ def build_context(
     snapshot: Snapshot | None = None,
     manifest: str | None = None,
     keep: str = REQUIREMENTS_PATH,
+    mode: str = "755",
 ):
     """
-    Put the build context in ``{build_dir}/context``.
+    Put the build context in ``{build_dir}/context`` (and create ``build_dir``).
 
     + build_dir: directory on the host that holds the context, logs and lock
     + tar: a tarball of local files (sagefleet.inputs.context_tarball)
@@ -55,6 +56,8 @@ def build_context(
     + keep: the rendered requirements (relative to the context), carried over when
       the context is replaced (``files.template`` decides about it separately)
     + snapshot: the run's ``BuildState`` (its ``marker``); None: read ``ContextMarker``
+    + mode: the mode of ``build_dir`` when this creates it (one that exists keeps its
+      mode: sagefleet never changes the mode of a directory it did not create)
 
     Idempotence: the digest of the context in place is kept in
     ``{build_dir}/context.digest``; an equal digest means nothing to do. A tarball
@@ -69,15 +72,7 @@ def build_context(
         tarball = context_tarball(["services", "docker-bake.hcl"])
         build_context(build_dir="/opt/sagefleet/build", tar=tarball.tar, digest=tarball.digest)
     """
-    require_abs("build_dir", build_dir)
-    if (tar is None) == (git_url is None):
-        raise OperationError("give either tar (local context) or git_url + git_ref")
-    if not digest:
-        raise OperationError("digest is required")
-    if git_url is not None and not git_ref:
-        raise OperationError("git_ref is required with git_url")
-    if not keep or keep.startswith("/") or ".." in keep.split("/") or "\n" in keep:
-        raise OperationError(f"keep must be a relative path inside the context, got {keep!r}")
+    _check_context_args(build_dir, tar, digest, git_url, git_ref, keep, mode)
     if git_url is not None and not _FULL_SHA.match(git_ref):
         logger.warning(f"{host.print_prefix}build_context ref {git_ref!r}: {_MOVES}")
     context_dir = f"{build_dir}/context"
@@ -90,6 +85,7 @@ def build_context(
         host.noop(f"build context {digest[:12]} already in {context_dir}")
         return
     changed(snapshot)
+    yield commands.own_directory(build_dir, mode)
     if git_url is not None:
         yield commands.git_context(git_url, git_ref, context_dir, marker, digest)
         return
@@ -97,7 +93,6 @@ def build_context(
         _log_context_change(build_dir, digest, manifest)
     tar_path = f"{build_dir}/context.tar"
     manifest_tmp = f"{build_dir}/context.manifest.tmp"
-    yield f"mkdir -p {commands.q(build_dir)}"
     yield FileUploadCommand(
         BytesIO(tar), tar_path, remote_temp_filename=host.get_temp_filename(tar_path)
     )
@@ -107,6 +102,20 @@ def build_context(
         remote_temp_filename=host.get_temp_filename(manifest_tmp),
     )
     yield commands.replace_context(build_dir, tar_path, manifest_tmp, digest, keep)
+
+
+def _check_context_args(build_dir, tar, digest, git_url, git_ref, keep, mode) -> None:
+    require_abs("build_dir", build_dir)
+    if (tar is None) == (git_url is None):
+        raise OperationError("give either tar (local context) or git_url + git_ref")
+    if not digest:
+        raise OperationError("digest is required")
+    if git_url is not None and not git_ref:
+        raise OperationError("git_ref is required with git_url")
+    if not re.fullmatch(r"[0-7]{3,4}", mode):
+        raise OperationError(f"mode must be octal digits, got {mode!r}")
+    if not keep or keep.startswith("/") or ".." in keep.split("/") or "\n" in keep:
+        raise OperationError(f"keep must be a relative path inside the context, got {keep!r}")
 
 
 def _log_context_change(build_dir: str, digest: str, manifest: str) -> None:

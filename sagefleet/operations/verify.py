@@ -11,7 +11,7 @@ from ..facts.verify import ProbeResult
 from ..gate import Expectation, describe, gate_failures
 from ..gpu_access import choose
 from ..pins.service import GPU_ACCESS_MODES
-from .snapshot import Snapshot, changed, found
+from .snapshot import Snapshot, changed, found, put
 from .util import require_abs
 
 
@@ -54,13 +54,15 @@ def probe(
     workload_seq_lens: tuple[int, ...] = (),
     gpu_access: str = "auto",
     gpu_node: bool = False,
+    script: str | None = None,
+    create_dir: bool = False,
 ):
     """
     Run the SageAttention kernel probe in the current image, once per image ID.
 
     + build_dir: results go to ``{build_dir}/probe/<image id>.json``
     + image_ref: the image to probe (the tag the bake produced)
-    + probe_path: the probe script on the host (sagefleet/probe.py, put there first)
+    + probe_path: the probe script on the host (``script`` puts it there)
     + quick: 4 shapes per kernel instead of 16
     + timeout_s: per kernel; the kernels run in a worker process, replaced if one crashes or hangs
     + snapshot: the run's ``BuildState`` (image ID, stored result); None: read ``ProbeResult``
@@ -69,6 +71,9 @@ def probe(
     + gpu_access: the ``gpu_access`` pin (auto, nvidia-runtime, cdi, none)
     + gpu_node: a GPU node is refused (the host fails) where the engine can give
       the container no GPU; a build host then probes without one ("no GPU")
+    + script: the local probe script (sagefleet/probe.py), put at ``probe_path`` first
+      (mode 644) unless the snapshot shows it there (``snapshot.put`` decides);
+      create_dir: create probe_path's directory for it
 
     Idempotence: a result stored for the image ID the tag points to, measured with
     these settings (profile, workload seq lens), means nothing to do; a rebuilt
@@ -81,6 +86,10 @@ def probe(
     if gpu_access not in GPU_ACCESS_MODES:
         raise OperationError(f"gpu_access must be one of {', '.join(GPU_ACCESS_MODES)}")
     results_dir = f"{build_dir}/probe"
+    if script is not None:
+        yield from put._inner(
+            src=script, dest=probe_path, mode="644", snapshot=snapshot, create_remote_dir=create_dir
+        )
     stored = _stored(snapshot, image_ref, results_dir)
     if stored["image_id"] and stored["result"] is not None:
         other = settings_differ(stored["result"], quick, workload_seq_lens)

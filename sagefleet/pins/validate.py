@@ -152,6 +152,20 @@ def host_pins(host, inventory=None, cwd: str | None = None) -> Pins:
     return pins
 
 
+def validated(host) -> tuple[dict, Pins] | None:
+    """(data, Pins) a host was validated with, or None."""
+    return _VALIDATED.get(host)
+
+
+def adopt(host, data: dict, pins: Pins) -> bool:
+    """Give host the Pins validated for another object of the same host (a second
+    State over the same inventory) when its data are the same; else False."""
+    if host.data.dict() != data:
+        return False
+    _VALIDATED[host] = (data, pins)
+    return True
+
+
 def validate_inventory(inventory, cwd: str | None = None, pins: dict | None = None) -> list[str]:
     """Every distinct error over all hosts of a pyinfra inventory, as messages.
 

@@ -100,9 +100,14 @@ def resolve_target(args, target, inventory) -> str | None:
 
 
 def run(args) -> int:
+    from dataclasses import replace
+
+    from ..pins.validate import validated
+
     target = session.Target.from_cli(args.data, args.group_data)
     inventory = target.inventory_obj()
     pins = validated_pins(inventory, target.cwd)
+    target = replace(target, validated={h.name: validated(h) for h in inventory})
     nodes = select_nodes(inventory, args.limit)
     conf = settings(args, inventory, pins, nodes)
     image = resolve_target(args, target, inventory)

@@ -37,6 +37,9 @@ class Target:
     cwd: str = str(PROJECT_ROOT)
     data: dict[str, Any] = field(default_factory=dict)  # --data, parsed as the CLI does
     group_data: tuple[str, ...] = ()  # --group-data directories
+    # {host name: (data, Pins)} validated before any contact: each State's copy of a
+    # host with the same data takes them instead of validating again.
+    validated: dict[str, tuple] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_cli(cls, data_args: Iterable[str], group_data: Iterable[str]) -> Target:
@@ -54,15 +57,21 @@ class Target:
         loads it: inventory and group_data files run with the state in context."""
         from pyinfra_cli.inventory import make_inventory
 
+        from ..pins.validate import adopt
+
         state = state or State()
         state.cwd = self.cwd
         with ctx_state.use(state):
-            return make_inventory(
+            inventory = make_inventory(
                 self.inventory,
                 override_data=dict(self.data),
                 cwd=self.cwd,
                 group_data_directories=list(self.group_data),
             )
+        for host in inventory:
+            if host.name in self.validated:
+                adopt(host, *self.validated[host.name])
+        return inventory
 
 
 def match(inventory: Inventory, patterns: Sequence[str]) -> dict[str, list[str]]:

@@ -112,6 +112,28 @@ def test_a_host_is_validated_once_while_its_data_is_unchanged(project, monkeypat
     assert host_pins(g1).service.service_port == 9001 and len(calls) == 4
 
 
+def test_a_second_copy_of_a_host_adopts_its_pins_only_with_the_same_data(project, monkeypatch):
+    """The rollout's States each load the inventory again: a host's new object takes the
+    pins validated before contact, unless its data differ (then it is validated)."""
+    from sagefleet.pins.validate import adopt, validated
+
+    pv = sys.modules["sagefleet.pins.validate"]
+    calls = []
+    real = pv.validate
+    monkeypatch.setattr(
+        pv, "validate", lambda data, *a, **k: calls.append(1) or real(data, *a, **k)
+    )
+    first = inventory()
+    assert validate_inventory(first, str(project)) == [] and len(calls) == 3
+    again = inventory()
+    assert adopt(again.get_host("g1"), *validated(first.get_host("g1")))
+    assert host_pins(again.get_host("g1")) is validated(first.get_host("g1"))[1]
+    assert len(calls) == 3
+    other = inventory(gpu={"service_port": 9001})
+    assert not adopt(other.get_host("g1"), *validated(first.get_host("g1")))
+    assert host_pins(other.get_host("g1")).service.service_port == 9001 and len(calls) == 4
+
+
 # --------------------------------------------------------------------------- build_inputs
 
 
