@@ -131,6 +131,7 @@ def old_tree(rev: str, work: Path) -> Path:
     subprocess.run(
         ["git", "worktree", "add", "-q", "--detach", str(path), rev], cwd=ROOT, check=True
     )
+    deploy_bench.compile_tree(path)
     return path
 
 
@@ -235,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         raise SystemExit(f"bench: {problem}")
     harness.reap_orphans()
+    deploy_bench.compile_tree(ROOT)
     res: dict = {"started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                  "load_start": deploy_bench.loadavg(),
                  "machine": f"{os.cpu_count()} cores"}  # fmt: skip
