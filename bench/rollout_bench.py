@@ -205,9 +205,10 @@ def render(res: dict) -> str:
         "- `rollout N`: `python -m sagefleet.rollout` over build-1 + gpu-1..N (own dockerd "
         "each, real registry): publish (build host: no bake, no push) + every node, with the "
         "default pins (canary gpu-1, then batches of rollout_batch_size = 2). This tree: "
-        "one State for the publish and one planned State over every node (settled nodes: "
-        "only the health check runs); each node's operations decide from one `NodeState` "
-        "read.",
+        "one State for the publish (its steps decide from one `BuildState` read) and one "
+        "planned State over every node (settled nodes: only the health check runs); each "
+        "node's operations decide from one `NodeState` read, which reads the engine "
+        "through its API (docs/rollout.md).",
         f"- `rollout N (old)`: the same command with the code of {res['old']} (from a git "
         "worktree of that commit).",
         f"- Setup (not measured): rollout fleet up {res['rollout_fleet_up_s']} s, converge "

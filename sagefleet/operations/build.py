@@ -85,12 +85,13 @@ def build_context(
         host.noop(f"build context {digest[:12]} already in {context_dir}")
         return
     changed(snapshot)
+    # Logged before the first command: pyinfra's change detection (--dry) may stop there.
+    if git_url is None and manifest is not None:
+        _log_context_change(build_dir, digest, manifest)
     yield commands.own_directory(build_dir, mode)
     if git_url is not None:
         yield commands.git_context(git_url, git_ref, context_dir, marker, digest)
         return
-    if manifest is not None:
-        _log_context_change(build_dir, digest, manifest)
     tar_path = f"{build_dir}/context.tar"
     manifest_tmp = f"{build_dir}/context.manifest.tmp"
     yield FileUploadCommand(

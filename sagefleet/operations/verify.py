@@ -86,20 +86,30 @@ def probe(
     if gpu_access not in GPU_ACCESS_MODES:
         raise OperationError(f"gpu_access must be one of {', '.join(GPU_ACCESS_MODES)}")
     results_dir = f"{build_dir}/probe"
+    # Decide and say it before the first command: pyinfra's change detection (--dry,
+    # the rollout's plan) stops at an operation's first command. The stored result does
+    # not depend on the script, so it is read before the script is put.
+    stored = _stored(snapshot, image_ref, results_dir)
+    done = None
+    if stored["image_id"] and stored["result"] is not None:
+        other = settings_differ(stored["result"], quick, workload_seq_lens)
+        if not other:
+            done = f"probe result for image {stored['image_id'][:19]} already stored"
+        else:
+            logger.info(
+                f"{host.print_prefix}stored probe result measured with {other}: probing again"
+            )
+    access = None if done else choose(host.get_fact(EngineGpuAccess), gpu_access, gpu_node)
+    if access and access.problem:
+        logger.warning(f"{host.print_prefix}{access.problem}")
     if script is not None:
         yield from put._inner(
             src=script, dest=probe_path, mode="644", snapshot=snapshot, create_remote_dir=create_dir
         )
-    stored = _stored(snapshot, image_ref, results_dir)
-    if stored["image_id"] and stored["result"] is not None:
-        other = settings_differ(stored["result"], quick, workload_seq_lens)
-        if not other:
-            host.noop(f"probe result for image {stored['image_id'][:19]} already stored")
-            return
-        logger.info(f"{host.print_prefix}stored probe result measured with {other}: probing again")
-    access = choose(host.get_fact(EngineGpuAccess), gpu_access, gpu_node)
+    if done:
+        host.noop(done)
+        return
     if access.problem:
-        logger.warning(f"{host.print_prefix}{access.problem}")
         yield commands.fail(access.problem)
         return
     changed(snapshot)

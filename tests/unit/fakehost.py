@@ -30,6 +30,7 @@ class FakeHost:
     def __init__(self, facts: dict[str, Any]) -> None:
         self.facts = facts
         self.noops: list[str] = []
+        self.logs: list[str] = []  # what host.log said
         self.fact_reads: list[tuple[str, str]] = []
 
     def get_fact(self, cls: type, *args: Any, **kwargs: Any) -> Any:
@@ -49,7 +50,7 @@ class FakeHost:
         self.noops.append(description)
 
     def log(self, message: str, log_func: Callable[[str], Any] | None = None) -> None:
-        pass
+        self.logs.append(message)
 
     def get_temp_filename(self, hash_key: str | None = None, **_: Any) -> str:
         return f"/tmp/pyinfra-fake-{hash_key}"

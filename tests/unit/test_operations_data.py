@@ -132,3 +132,31 @@ def test_operation_case(path, case):
     # A fact the fixture provides but the operation never read is a stale fixture.
     provided = {(name, key) for name, by in case.get("facts", {}).items() for key in by}
     assert provided == set(host.fact_reads)
+
+
+@pytest.mark.parametrize(
+    "path, case",
+    [
+        p
+        for p in case_params(CASES)
+        if p.values[1].get("commands")
+        and not p.values[1].get("executing")
+        and not p.values[1].get("xfail")
+    ],
+)
+def test_what_an_operation_says_comes_before_its_first_command(path, case, caplog):
+    """pyinfra's change detection (--dry, the rollout's plan) stops at an operation's
+    first command: whatever the operation logs (a context's file-level change, why it
+    probes again, a GPU refusal) must be said by then, or --dry never shows it."""
+    op = OPERATIONS[path.parent.name]
+
+    def logged(first_only: bool) -> list[str]:
+        caplog.clear()
+        args = {k: _arg(v) for k, v in case.get("args", {}).items()}
+        host = FakeHost(case.get("facts", {}))
+        with caplog.at_level("INFO"), using(host):
+            gen = op._inner(**args)
+            next(gen) if first_only else list(gen)
+        return host.logs + [r.getMessage() for r in caplog.records]
+
+    assert logged(first_only=True) == logged(first_only=False)
