@@ -94,15 +94,22 @@ def test_host_pins_of_one_host(project):
     assert host_pins(inv.get_host("b1"), inv, str(project)).service.service_port == 8188
 
 
-def test_a_host_is_validated_once_while_its_data_is_unchanged(project, monkeypatch):
-    """The check before contact validates each host; the deploy's host_pins(host) gets
-    those pins back, and validates again only once the host's data changed."""
+@pytest.fixture
+def validations(monkeypatch) -> list:
+    """One entry per call of sagefleet.pins.validate.validate from here on."""
     pv = sys.modules["sagefleet.pins.validate"]  # the module (the package exports the function)
-    calls = []
+    calls: list = []
     real = pv.validate
     monkeypatch.setattr(
         pv, "validate", lambda data, *a, **k: calls.append(1) or real(data, *a, **k)
     )
+    return calls
+
+
+def test_a_host_is_validated_once_while_its_data_is_unchanged(project, validations):
+    """The check before contact validates each host; the deploy's host_pins(host) gets
+    those pins back, and validates again only once the host's data changed."""
+    calls = validations
     inv = inventory()
     assert validate_inventory(inv, str(project)) == [] and len(calls) == 3
     g1 = inv.get_host("g1")
@@ -112,17 +119,12 @@ def test_a_host_is_validated_once_while_its_data_is_unchanged(project, monkeypat
     assert host_pins(g1).service.service_port == 9001 and len(calls) == 4
 
 
-def test_a_second_copy_of_a_host_adopts_its_pins_only_with_the_same_data(project, monkeypatch):
+def test_a_second_copy_of_a_host_adopts_its_pins_only_with_the_same_data(project, validations):
     """The rollout's States each load the inventory again: a host's new object takes the
     pins validated before contact, unless its data differ (then it is validated)."""
     from sagefleet.pins.validate import adopt, validated
 
-    pv = sys.modules["sagefleet.pins.validate"]
-    calls = []
-    real = pv.validate
-    monkeypatch.setattr(
-        pv, "validate", lambda data, *a, **k: calls.append(1) or real(data, *a, **k)
-    )
+    calls = validations
     first = inventory()
     assert validate_inventory(first, str(project)) == [] and len(calls) == 3
     again = inventory()
