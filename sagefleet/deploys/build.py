@@ -8,6 +8,7 @@ import sys
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pyinfra import host, state
 from pyinfra.api import deploy
@@ -22,13 +23,6 @@ from ..operations import verify as verify_ops
 from ..operations.snapshot import Snapshot
 from ..pins import Pins, host_pins
 from ..project import PROBE_SCRIPT
-
-
-def deploy_build_hosts() -> None:
-    """deploy.py: build hosts build and verify the image; other hosts have nothing to do."""
-    deploy_file_known_to_inspect(state.current_deploy_filename)
-    if "build_hosts" in host.groups:
-        build_image()
 
 
 def deploy_file_known_to_inspect(path: str | None) -> str | None:
@@ -79,46 +73,67 @@ def watched_files(pins: Pins, inputs: BuildInputs) -> list[str]:
     return [requirements_path(pins, inputs), probe_path(pins.build.build_dir), *ca]
 
 
-def _context(run: BuildRun) -> None:
+# A step returns the operation calls it stands for; build_image makes them. (pyinfra's
+# CLI walks the call stack on every operation call: one frame less per call.)
+Call = tuple[Callable[..., Any], dict[str, Any]]
+
+
+def _context(run: BuildRun) -> list[Call]:
     git, tarball = run.inputs.git, run.inputs.tarball
-    build_ops.build_context(
-        name="Build context",
-        build_dir=run.build_dir,
-        mode="755",
-        digest=run.inputs.context_digest,
-        snapshot=run.snapshot,
-        keep=run.inputs.requirements_path,
-        **(
-            {"git_url": git.git, "git_ref": git.ref}
-            if git
-            else {"tar": tarball.tar, "manifest": tarball.manifest}
-        ),
-    )
-
-
-def _requirements(run: BuildRun) -> None:
-    file_ops.template(
-        name="Render extra-requirements.txt",
-        src=str(TEMPLATE),
-        dest=requirements_path(run.pins, run.inputs),
-        mode="644",
-        snapshot=run.snapshot,
-        create_remote_dir=False,  # the context unpacked it; saves a round trip per host
-        jinja_env_kwargs=dict(JINJA_KWARGS),
-        **run.pins.image.template_vars(),
-    )
-
-
-def _ca_bundle(run: BuildRun) -> None:
-    if run.inputs.ca_path:
-        # Compared by hash: never diffed, read back or printed (--diff, -vvv).
-        file_ops.secret_put(
-            name="CA bundle for pip (BuildKit secret)",
-            src=run.pins.build.pip_ca_bundle,
-            dest=run.inputs.ca_path,
-            mode="600",
-            snapshot=run.snapshot,
+    return [
+        (
+            build_ops.build_context,
+            dict(
+                name="Build context",
+                build_dir=run.build_dir,
+                mode="755",
+                digest=run.inputs.context_digest,
+                snapshot=run.snapshot,
+                keep=run.inputs.requirements_path,
+                **(
+                    {"git_url": git.git, "git_ref": git.ref}
+                    if git
+                    else {"tar": tarball.tar, "manifest": tarball.manifest}
+                ),
+            ),
         )
+    ]
+
+
+def _requirements(run: BuildRun) -> list[Call]:
+    return [
+        (
+            file_ops.template,
+            dict(
+                name="Render extra-requirements.txt",
+                src=str(TEMPLATE),
+                dest=requirements_path(run.pins, run.inputs),
+                mode="644",
+                snapshot=run.snapshot,
+                create_remote_dir=False,  # the context unpacked it; saves a round trip per host
+                jinja_env_kwargs=dict(JINJA_KWARGS),
+                **run.pins.image.template_vars(),
+            ),
+        )
+    ]
+
+
+def _ca_bundle(run: BuildRun) -> list[Call]:
+    if not run.inputs.ca_path:
+        return []
+    # Compared by hash: never diffed, read back or printed (--diff, -vvv).
+    return [
+        (
+            file_ops.secret_put,
+            dict(
+                name="CA bundle for pip (BuildKit secret)",
+                src=run.pins.build.pip_ca_bundle,
+                dest=run.inputs.ca_path,
+                mode="600",
+                snapshot=run.snapshot,
+            ),
+        )
+    ]
 
 
 def bake_args(pins: Pins, inputs: BuildInputs) -> dict:
@@ -135,7 +150,7 @@ def bake_args(pins: Pins, inputs: BuildInputs) -> dict:
     )
 
 
-def _image(run: BuildRun) -> None:
+def _image(run: BuildRun) -> list[Call]:
     cache_ref = run.pins.build.bake_cache_ref
     docker_config = None
     if cache_ref:
@@ -143,27 +158,34 @@ def _image(run: BuildRun) -> None:
         from .rollout import registry_login
 
         docker_config = registry_login(run.pins, registry_of(cache_ref))
-    build_ops.image(
-        name=f"Bake {run.pins.image.bake_target}",
-        min_free_gb=run.pins.build.min_free_disk_gb,
-        force=run.pins.build.force_rebuild,
-        snapshot=run.snapshot,
-        targets=run.inputs.targets,
-        cache_ref=cache_ref,
-        docker_config=docker_config,
-        file_mtimes={run.inputs.requirements_path: content_mtime(run.inputs.requirements.encode())},
-        **bake_args(run.pins, run.inputs),
-    )
+    return [
+        (
+            build_ops.image,
+            dict(
+                name=f"Bake {run.pins.image.bake_target}",
+                min_free_gb=run.pins.build.min_free_disk_gb,
+                force=run.pins.build.force_rebuild,
+                snapshot=run.snapshot,
+                targets=run.inputs.targets,
+                cache_ref=cache_ref,
+                docker_config=docker_config,
+                file_mtimes={
+                    run.inputs.requirements_path: content_mtime(run.inputs.requirements.encode())
+                },
+                **bake_args(run.pins, run.inputs),
+            ),
+        )
+    ]
 
 
-def _verify(run: BuildRun) -> None:
-    probe_and_gate(run.pins, run.build_dir, run.inputs.image_ref, False, run.snapshot)
+def _verify(run: BuildRun) -> list[Call]:
+    return probe_and_gate(run.pins, run.build_dir, run.inputs.image_ref, False, run.snapshot)
 
 
 # build_image runs every step on every run: each operation decides for itself (from the
 # one BuildState read) whether it has anything to do. Add a step here, never a shortcut
 # around them (tests/integration/test_deploy_local.py adds a dummy step to prove it).
-BUILD_STEPS: list[Callable[[BuildRun], None]] = [
+BUILD_STEPS: list[Callable[[BuildRun], list[Call]]] = [
     _context,
     _requirements,
     _ca_bundle,
@@ -178,14 +200,18 @@ def login_dir(pins: Pins) -> str:
 
 
 @deploy("Build the ComfyUI image")
-def build_image(publish: bool = False) -> BuildRun:
+def build_image(publish: bool = False) -> BuildRun | None:
     """Put the build context on a build host, render the pinned requirements into
     it, bake the image when (and only when) an input changed, then probe and gate it.
+    deploy.py calls it on every host: a host outside build_hosts has nothing to do.
 
     ``BuildState`` is read once (one round trip); each operation decides from it until
     one of them changes the host, then the later ones read their own facts. publish:
     the read covers the registry login and the last push too (``publish_image``'s
     steps decide from the same snapshot). Returns the run (its snapshot)."""
+    if "build_hosts" not in host.groups:
+        return None
+    deploy_file_known_to_inspect(state.current_deploy_filename)
     pins = host_pins(host)
     inputs = build_inputs(pins)
     extra: dict = {}
@@ -203,7 +229,8 @@ def build_image(publish: bool = False) -> BuildRun:
     )
     run = BuildRun(pins, inputs, Snapshot(doc))
     for step in BUILD_STEPS:
-        step(run)
+        for operation, kwargs in step(run):
+            operation(**kwargs)
     return run
 
 
@@ -214,24 +241,43 @@ def probe_and_gate(
     create_dir: bool = True,
     snapshot: Snapshot | None = None,
     gpu_node: bool = False,
-) -> None:
-    """Put the probe script in work_dir, probe image_ref there (once per image ID)
-    and gate the stored result against the pins: build hosts and GPU nodes alike
-    (a GPU node whose engine can give no GPU to a container is refused)."""
+) -> list[Call]:
+    """The calls that put the probe script in work_dir, probe image_ref there (once per
+    image ID) and gate the stored result against the pins: build hosts and GPU nodes
+    alike (a GPU node whose engine can give no GPU to a container is refused)."""
+    calls: list[Call] = []
     if create_dir:
-        file_ops.directory(name="State directory", path=work_dir, mode="755", snapshot=snapshot)
+        calls.append(
+            (
+                file_ops.directory,
+                dict(
+                    name="State directory",
+                    path=work_dir,
+                    mode="755",
+                    snapshot=snapshot,
+                ),
+            )
+        )
     where = dict(build_dir=work_dir, image_ref=image_ref, snapshot=snapshot)
-    verify_ops.probe(
-        name="Kernel probe",
-        probe_path=probe_path(work_dir),
-        quick=pins.verify.probe_quick,
-        timeout_s=pins.verify.probe_timeout_s,
-        workload_seq_lens=pins.verify.probe_workload_seq_lens,
-        gpu_access=pins.service.gpu_access,
-        gpu_node=gpu_node,
-        script=str(PROBE_SCRIPT),
-        # Build hosts: the Build context operation made work_dir already.
-        create_dir=create_dir,
-        **where,
+    calls.append(
+        (
+            verify_ops.probe,
+            dict(
+                name="Kernel probe",
+                probe_path=probe_path(work_dir),
+                quick=pins.verify.probe_quick,
+                timeout_s=pins.verify.probe_timeout_s,
+                workload_seq_lens=pins.verify.probe_workload_seq_lens,
+                gpu_access=pins.service.gpu_access,
+                gpu_node=gpu_node,
+                script=str(PROBE_SCRIPT),
+                # Build hosts: the Build context operation made work_dir already.
+                create_dir=create_dir,
+                **where,
+            ),
+        )
     )
-    verify_ops.gate(name="Verification gate", expect=expectation(pins), **where)
+    calls.append(
+        (verify_ops.gate, dict(name="Verification gate", expect=expectation(pins), **where))
+    )
+    return calls

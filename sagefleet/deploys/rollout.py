@@ -170,7 +170,10 @@ def rollout_node(
         snapshot=snapshot,
     )
     if pins.service.verify_on_nodes:
-        probe_and_gate(pins, pins.service.state_dir, image, gpu_node=True, snapshot=snapshot)
+        for operation, kwargs in probe_and_gate(
+            pins, pins.service.state_dir, image, gpu_node=True, snapshot=snapshot
+        ):
+            operation(**kwargs)
     service = service_ops.service(
         name=f"Service {pins.service.service_name}",
         snapshot=snapshot,

@@ -158,11 +158,11 @@ def _mark():
 
 
 def _dummy_step(run):
-    python.call(name="Dummy step", function=_mark)
+    return [(python.call, dict(name="Dummy step", function=_mark))]
 
 
 build.BUILD_STEPS.append(_dummy_step)
-build.deploy_build_hosts()
+build.build_image()
 """
 
 
