@@ -27,7 +27,7 @@ def _rows(html: str) -> dict[str, str]:
 def test_samples_render_every_run_with_the_documented_verdicts(tmp_path: Path) -> None:
     assert _script().main(["--out", str(tmp_path)]) == 0
     written = sorted(p.parent.name for p in tmp_path.glob("*/fleet.html"))
-    assert written == ["h100", "h200-quick-probe", "h200-workload-probe"]
+    assert written == ["h100", "h100-engine-api", "h200-quick-probe", "h200-workload-probe"]
     h100 = _rows((tmp_path / "h100" / "fleet.html").read_text())
     assert list(h100) == ["h100-sa220-tag", "h100-sa220-fix", "h100-sa220-fix-long", "h100-sa106"]
     # docs/probe.md: the v2.2.0 tag's sm90 kernel is WRONG; the fixed build's is ok.
@@ -39,3 +39,6 @@ def test_samples_render_every_run_with_the_documented_verdicts(tmp_path: Path) -
     assert "&gt;= 16384" in workload and "--use-sage-attention" in workload
     (quick,) = _rows((tmp_path / "h200-quick-probe" / "fleet.html").read_text()).values()
     assert "keep SDPA" in quick
+    # docs/samples/gpu-e2e/h100-engine-api/README.md: 0.70x at seq 4096, keep SDPA.
+    (api,) = _rows((tmp_path / "h100-engine-api" / "fleet.html").read_text()).values()
+    assert "keep SDPA" in api and "0.70x" in api and "NVIDIA H100 80GB HBM3" in api
