@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import math
 import posixpath
-import re
 import shlex
 import time
 from collections.abc import Mapping, Sequence
@@ -161,9 +160,7 @@ def replace_context(
 
 def own_directory(path: str, mode: str) -> str:
     """Create path with mode unless it exists (an existing directory keeps its mode)."""
-    if not re.fullmatch(r"[0-7]{3,4}", mode):
-        raise ValueError(f"mode must be octal digits, got {mode!r}")
-    return f"[ -d {q(path)} ] || {{ mkdir -p {q(path)} && chmod {mode} {q(path)}; }}"
+    return f"[ -d {q(path)} ] || {{ mkdir -p {q(path)} && chmod {q(mode)} {q(path)}; }}"
 
 
 def git_context(url: str, ref: str, context_dir: str, marker_path: str, digest: str) -> str:

@@ -78,42 +78,44 @@ def watched_files(pins: Pins, inputs: BuildInputs) -> list[str]:
 Call = tuple[Callable[..., Any], dict[str, Any]]
 
 
+def call(operation: Callable[..., Any], **kwargs: Any) -> Call:
+    """One operation call, made later by build_image (or rollout_node)."""
+    return operation, kwargs
+
+
 def _context(run: BuildRun) -> list[Call]:
     git, tarball = run.inputs.git, run.inputs.tarball
+    source = (
+        {"git_url": git.git, "git_ref": git.ref}
+        if git
+        else {"tar": tarball.tar, "manifest": tarball.manifest}
+    )
     return [
-        (
+        call(
             build_ops.build_context,
-            dict(
-                name="Build context",
-                build_dir=run.build_dir,
-                mode="755",
-                digest=run.inputs.context_digest,
-                snapshot=run.snapshot,
-                keep=run.inputs.requirements_path,
-                **(
-                    {"git_url": git.git, "git_ref": git.ref}
-                    if git
-                    else {"tar": tarball.tar, "manifest": tarball.manifest}
-                ),
-            ),
+            name="Build context",
+            build_dir=run.build_dir,
+            mode="755",
+            digest=run.inputs.context_digest,
+            snapshot=run.snapshot,
+            keep=run.inputs.requirements_path,
+            **source,
         )
     ]
 
 
 def _requirements(run: BuildRun) -> list[Call]:
     return [
-        (
+        call(
             file_ops.template,
-            dict(
-                name="Render extra-requirements.txt",
-                src=str(TEMPLATE),
-                dest=requirements_path(run.pins, run.inputs),
-                mode="644",
-                snapshot=run.snapshot,
-                create_remote_dir=False,  # the context unpacked it; saves a round trip per host
-                jinja_env_kwargs=dict(JINJA_KWARGS),
-                **run.pins.image.template_vars(),
-            ),
+            name="Render extra-requirements.txt",
+            src=str(TEMPLATE),
+            dest=requirements_path(run.pins, run.inputs),
+            mode="644",
+            snapshot=run.snapshot,
+            create_remote_dir=False,  # the context unpacked it; saves a round trip per host
+            jinja_env_kwargs=dict(JINJA_KWARGS),
+            **run.pins.image.template_vars(),
         )
     ]
 
@@ -123,15 +125,13 @@ def _ca_bundle(run: BuildRun) -> list[Call]:
         return []
     # Compared by hash: never diffed, read back or printed (--diff, -vvv).
     return [
-        (
+        call(
             file_ops.secret_put,
-            dict(
-                name="CA bundle for pip (BuildKit secret)",
-                src=run.pins.build.pip_ca_bundle,
-                dest=run.inputs.ca_path,
-                mode="600",
-                snapshot=run.snapshot,
-            ),
+            name="CA bundle for pip (BuildKit secret)",
+            src=run.pins.build.pip_ca_bundle,
+            dest=run.inputs.ca_path,
+            mode="600",
+            snapshot=run.snapshot,
         )
     ]
 
@@ -158,22 +158,19 @@ def _image(run: BuildRun) -> list[Call]:
         from .rollout import registry_login
 
         docker_config = registry_login(run.pins, registry_of(cache_ref))
+    mtimes = {run.inputs.requirements_path: content_mtime(run.inputs.requirements.encode())}
     return [
-        (
+        call(
             build_ops.image,
-            dict(
-                name=f"Bake {run.pins.image.bake_target}",
-                min_free_gb=run.pins.build.min_free_disk_gb,
-                force=run.pins.build.force_rebuild,
-                snapshot=run.snapshot,
-                targets=run.inputs.targets,
-                cache_ref=cache_ref,
-                docker_config=docker_config,
-                file_mtimes={
-                    run.inputs.requirements_path: content_mtime(run.inputs.requirements.encode())
-                },
-                **bake_args(run.pins, run.inputs),
-            ),
+            name=f"Bake {run.pins.image.bake_target}",
+            min_free_gb=run.pins.build.min_free_disk_gb,
+            force=run.pins.build.force_rebuild,
+            snapshot=run.snapshot,
+            targets=run.inputs.targets,
+            cache_ref=cache_ref,
+            docker_config=docker_config,
+            file_mtimes=mtimes,
+            **bake_args(run.pins, run.inputs),
         )
     ]
 
@@ -214,18 +211,14 @@ def build_image(publish: bool = False) -> BuildRun | None:
     deploy_file_known_to_inspect(state.current_deploy_filename)
     pins = host_pins(host)
     inputs = build_inputs(pins)
-    extra: dict = {}
-    if publish:
-        extra = dict(
-            dirs=[login_dir(pins)], push_dir=f"{pins.build.build_dir}/push",
-        )  # fmt: skip
-    files = watched_files(pins, inputs) + ([f"{login_dir(pins)}/config.json"] if publish else [])
+    login = login_dir(pins)
     doc = host.get_fact(
         BuildState,
         build_dir=pins.build.build_dir,
         image_ref=inputs.image_ref,
-        files=files,
-        **extra,
+        files=watched_files(pins, inputs) + ([f"{login}/config.json"] if publish else []),
+        dirs=[login] if publish else [],
+        push_dir=f"{pins.build.build_dir}/push" if publish else None,
     )
     run = BuildRun(pins, inputs, Snapshot(doc))
     for step in BUILD_STEPS:
@@ -245,39 +238,25 @@ def probe_and_gate(
     """The calls that put the probe script in work_dir, probe image_ref there (once per
     image ID) and gate the stored result against the pins: build hosts and GPU nodes
     alike (a GPU node whose engine can give no GPU to a container is refused)."""
-    calls: list[Call] = []
-    if create_dir:
-        calls.append(
-            (
-                file_ops.directory,
-                dict(
-                    name="State directory",
-                    path=work_dir,
-                    mode="755",
-                    snapshot=snapshot,
-                ),
-            )
-        )
     where = dict(build_dir=work_dir, image_ref=image_ref, snapshot=snapshot)
-    calls.append(
-        (
+    state_dir = call(
+        file_ops.directory, name="State directory", path=work_dir, mode="755", snapshot=snapshot
+    )
+    return [
+        *([state_dir] if create_dir else []),
+        call(
             verify_ops.probe,
-            dict(
-                name="Kernel probe",
-                probe_path=probe_path(work_dir),
-                quick=pins.verify.probe_quick,
-                timeout_s=pins.verify.probe_timeout_s,
-                workload_seq_lens=pins.verify.probe_workload_seq_lens,
-                gpu_access=pins.service.gpu_access,
-                gpu_node=gpu_node,
-                script=str(PROBE_SCRIPT),
-                # Build hosts: the Build context operation made work_dir already.
-                create_dir=create_dir,
-                **where,
-            ),
-        )
-    )
-    calls.append(
-        (verify_ops.gate, dict(name="Verification gate", expect=expectation(pins), **where))
-    )
-    return calls
+            name="Kernel probe",
+            probe_path=probe_path(work_dir),
+            quick=pins.verify.probe_quick,
+            timeout_s=pins.verify.probe_timeout_s,
+            workload_seq_lens=pins.verify.probe_workload_seq_lens,
+            gpu_access=pins.service.gpu_access,
+            gpu_node=gpu_node,
+            script=str(PROBE_SCRIPT),
+            # Build hosts: the Build context operation made work_dir already.
+            create_dir=create_dir,
+            **where,
+        ),
+        call(verify_ops.gate, name="Verification gate", expect=expectation(pins), **where),
+    ]

@@ -192,8 +192,7 @@ class NodeState(FactBase):
                 "dirs": f"stat -c '%a %n' -- {dir_paths} 2>/dev/null || true",
                 "sha1": f"sha1sum -- {paths} 2>/dev/null || true",
                 "mode": f"stat -c '%a %n' -- {paths} 2>/dev/null || true",
-                **ENGINE_PARTS,
-                "container": _inspect(container),
+                **ENGINE_PARTS,  # its "engine" part is health_parts' own, already first
                 "previous": f"cat {q(state_dir + '/previous-image')} 2>/dev/null || true",
                 "image": (
                     f"img=$({engine.image(image_ref)}) && img=$(printf '%s\\n' \"$img\" | "

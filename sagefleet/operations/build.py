@@ -18,6 +18,7 @@ from ..inputs import REQUIREMENTS_PATH
 from ..manifest import diff as manifest_diff
 from ..manifest import parse_manifest
 from .progress import BakeCommand
+from .secure import MODES
 from .snapshot import Snapshot, changed, found
 from .util import NAME_RE, require_abs
 
@@ -113,8 +114,8 @@ def _check_context_args(build_dir, tar, digest, git_url, git_ref, keep, mode) ->
         raise OperationError("digest is required")
     if git_url is not None and not git_ref:
         raise OperationError("git_ref is required with git_url")
-    if not re.fullmatch(r"[0-7]{3,4}", mode):
-        raise OperationError(f"mode must be octal digits, got {mode!r}")
+    if mode not in MODES:
+        raise OperationError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
     if not keep or keep.startswith("/") or ".." in keep.split("/") or "\n" in keep:
         raise OperationError(f"keep must be a relative path inside the context, got {keep!r}")
 

@@ -20,7 +20,7 @@ from pyinfra.api import OperationError, QuoteString, StringCommand, operation
 from pyinfra.api.command import FileUploadCommand
 from pyinfra.facts.files import Directory, File, Sha256File
 
-_MODES = {"600", "640", "644", "700", "750", "755"}
+MODES = {"600", "640", "644", "700", "750", "755"}
 
 
 @operation()
@@ -37,8 +37,8 @@ def secret_file(src: bytes, dest: str, mode: str = "600"):
     Examples:
         secret_file(name="Registry login", src=config, dest="/var/lib/sagefleet/registry/config.json")
     """
-    if not dest.startswith("/") or mode not in _MODES:
-        raise OperationError(f"secret_file: dest must be absolute and mode one of {sorted(_MODES)}")
+    if not dest.startswith("/") or mode not in MODES:
+        raise OperationError(f"secret_file: dest must be absolute and mode one of {sorted(MODES)}")
     want = hashlib.sha256(src).hexdigest()
     remote = host.get_fact(File, path=dest)
     have = host.get_fact(Sha256File, path=dest) if remote else None
@@ -71,8 +71,8 @@ def own_directory(path: str, mode: str = "755"):
     Examples:
         own_directory(name="Build directory", path="/opt/sagefleet/build")
     """
-    if not path.startswith("/") or mode not in _MODES:
-        raise OperationError(f"own_directory: path must be absolute, mode one of {sorted(_MODES)}")
+    if not path.startswith("/") or mode not in MODES:
+        raise OperationError(f"own_directory: path must be absolute, mode one of {sorted(MODES)}")
     existing = host.get_fact(Directory, path=path)
     if existing:
         host.noop(f"{path} exists (its mode is left as it is)")
