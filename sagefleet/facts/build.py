@@ -181,11 +181,11 @@ class BuildState(FactBase):
     """
     Everything a no-change run of ``build_image`` compares, in one round trip.
 
-    Returns ``{"marker": str | None, "build_dir_mode": str | None, "dirs": {path: mode},
+    Returns ``{"marker": str | None, "dirs": {path: mode},
     "files": {path: None | {"sha1", "mode"}}, "image": None | {"id", "inputs"}, "probe":
     dict | None, "published": None | PublishedImage's document}``: the build context
-    marker, the mode of build_dir (None: no directory), the octal mode of build_dir and
-    of each of ``dirs`` that exists, sha1 and octal mode of each file, the image's ID
+    marker, the octal mode of build_dir and of each of ``dirs`` that exists (absent: no
+    such directory), sha1 and octal mode of each file, the image's ID
     and ``org.sagefleet.inputs`` label, the probe result stored for exactly that image
     ID, and (with ``push_dir``) what the host last pushed.
     """
@@ -203,7 +203,6 @@ class BuildState(FactBase):
         parts = {
             "engine": engine.SELECT_AND_SAY,
             "marker": f"cat {q(build_dir + '/context.digest')} 2>/dev/null || true",
-            "build_dir_mode": f"[ ! -d {q(build_dir)} ] || stat -c %a {q(build_dir)}",
             "dirs": f"stat -c '%a %n' -- {' '.join(q(d) for d in (build_dir, *dirs))} 2>/dev/null || true",
             "sha1": f"sha1sum -- {paths} 2>/dev/null || true",
             "mode": f"stat -c '%a %n' -- {paths} 2>/dev/null || true",
@@ -230,7 +229,6 @@ class BuildState(FactBase):
             image = {"id": inspect.get("Id"), "inputs": labels.get(INPUTS_LABEL) or None}
         return {
             "marker": text(parts.get("marker")),
-            "build_dir_mode": text(parts.get("build_dir_mode")),
             "dirs": dict(_path_value(line) for line in parts.get("dirs") or [] if line.strip()),
             "files": {p: {"sha1": sha1[p], "mode": mode.get(p)} for p in sha1},
             "image": image,

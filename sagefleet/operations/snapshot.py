@@ -73,14 +73,6 @@ def _in_place(snapshot: Snapshot | None, dest: str, sha1: str, mode: str) -> boo
     return doc is not None and doc["files"].get(dest) == {"sha1": sha1, "mode": mode}
 
 
-def _dir_mode(doc: dict[str, Any], path: str) -> str | None:
-    """The mode of path in a snapshot: NodeState and BuildState list directories by
-    path (a document without that list: the build directory's mode)."""
-    if "dirs" in doc:
-        return doc["dirs"].get(path)
-    return doc["build_dir_mode"]
-
-
 def _local_sha1(src: str | IO[bytes]) -> str:
     """sha1 of what ``files.put`` would upload: a local file, or the bytes of a file object."""
     if isinstance(src, str):
@@ -96,14 +88,13 @@ def directory(path: str, mode: str, snapshot: Snapshot | None = None):
     mode of a directory it did not create.
 
     + path, mode: as for ``secure.own_directory``
-    + snapshot: the run's ``BuildState`` or ``NodeState`` (their ``dirs``; a document
-      without them: ``build_dir_mode`` describes ``path``)
+    + snapshot: the run's ``BuildState`` or ``NodeState`` (their ``dirs``)
 
     Idempotence: the snapshot saying the directory exists means nothing to do; without
     a (still valid) snapshot, ``own_directory`` decides from its own fact.
     """
     doc = found(snapshot)
-    if doc is not None and _dir_mode(doc, path):
+    if doc is not None and doc["dirs"].get(path):
         host.noop(f"{path} exists (its mode is left as it is)")
         return
     if doc is not None:

@@ -79,7 +79,7 @@ BUILD_DIR = "/opt/sagefleet/build"
 
 
 def _doc(mode: str, files: dict | None = None) -> dict:
-    return {"build_dir_mode": mode, "files": files or {}}
+    return {"dirs": {BUILD_DIR: mode}, "files": files or {}}
 
 
 def test_snapshot_directory_leaves_an_existing_build_dir_alone():
