@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import driver, session
@@ -100,8 +101,6 @@ def resolve_target(args, target, inventory) -> str | None:
 
 
 def run(args) -> int:
-    from dataclasses import replace
-
     from ..pins.validate import validated
 
     target = session.Target.from_cli(args.data, args.group_data)
