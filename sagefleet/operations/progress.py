@@ -22,6 +22,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from gevent.event import Event
 from pyinfra import logger
 from pyinfra.api import FunctionCommand, StringCommand
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
@@ -32,6 +33,8 @@ from ..commands import q
 
 POLL_S = 1.0
 SLOWEST = 3
+# How long the end of a bake waits for a poll in flight before cutting it off.
+STOP_WAIT_S = 30.0
 
 
 def first_line_command(log_path: str) -> str:
@@ -89,6 +92,7 @@ class _Follower:
         self.progress = BakeProgress("plain")
         self.offset = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._stopping = Event()
 
     def poll(self) -> None:
         ok, output = self.host.run_shell_command(
@@ -106,14 +110,23 @@ class _Follower:
             self.display.update(self.progress, changed)
 
     def run(self, poll_s: float) -> None:
-        import gevent
-
-        while True:
+        """Poll every poll_s until stop(); a poll in flight always runs to its end."""
+        while not self._stopping.is_set():
             try:
                 self.poll()
             except Exception as exc:  # a lost poll must never fail the bake
                 logger.debug(f"{self.host.print_prefix}progress poll failed: {exc!r}")
-            gevent.sleep(poll_s)
+            self._stopping.wait(poll_s)
+
+    def stop(self, greenlet: Any, wait_s: float = STOP_WAIT_S) -> None:
+        """End run() in greenlet between polls, never inside one: a greenlet killed
+        while its poll holds the SSH connection (a channel half open, paramiko's
+        lock taken) leaves that connection hung for every later command."""
+        self._stopping.set()
+        greenlet.join(wait_s)
+        if not greenlet.dead:  # a poll hung that long: the connection is gone anyway
+            logger.warning(f"{self.host.print_prefix}progress poll hung; stopping it")
+            greenlet.kill(block=False)
 
 
 def _connector_arguments(host: Any) -> dict:
@@ -141,7 +154,7 @@ def bake_with_progress(state: Any, host: Any, command: str, log_path: str, poll_
             **conn,
         )
     finally:
-        greenlet.kill()
+        follower.stop(greenlet)
     try:
         follower.poll()  # the last lines
     except Exception as exc:

@@ -91,3 +91,39 @@ def test_a_terminal_gets_one_bar_rewritten_in_place():
     out = stream.getvalue()
     assert out.count("\r\033[K[b1] [") == 2 and "\n" not in out
     assert "1/1 complete-cuda step 2/3 RUN pip install -r x done 3.0s" in out
+
+
+class SlowPollHost(LocalHost):
+    """A stand-in for the SSH connector where a command holds the connection for a
+    while (paramiko opens a channel under its lock): it records every command that
+    was cut off inside, which on a real connection leaves it hung."""
+
+    def __init__(self, bake_s: float, poll_s: float) -> None:
+        self.bake_s, self.poll_s = bake_s, poll_s
+        self.polls = self.cut = 0
+
+    def run_shell_command(self, command, **_):
+        import gevent
+
+        raw = command.get_raw_value()
+        bake = raw == "the bake"
+        self.polls += "base64" in raw
+        try:
+            gevent.sleep(self.bake_s if bake else self.poll_s)
+        except BaseException:
+            self.cut += 1
+            raise
+        return (not bake), SimpleNamespace(stdout_lines=[])
+
+
+def test_the_end_of_a_bake_never_cuts_a_poll_off():
+    """A bake that ends (a refusal: at once) while the follower's poll holds the
+    connection waits for that poll; the follower stops between polls."""
+    from sagefleet.operations.progress import bake_with_progress
+
+    state = SimpleNamespace(print_output=True, print_input=False)
+    for bake_s in (0.0, 0.01, 0.05, 0.12):
+        host = SlowPollHost(bake_s=bake_s, poll_s=0.03)
+        assert bake_with_progress(state, host, "the bake", "/nowhere/bake.log", 0.02) is False
+        assert host.cut == 0, f"bake of {bake_s}s cut a poll off"
+        assert host.polls >= 1
