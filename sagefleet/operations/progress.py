@@ -12,6 +12,9 @@ The bake command writes a fresh first line (``sagefleet-bake <pid>-<ns>``) into
 the log inside the build lock; the follower reads the log only once that first
 line differs from the one it saw before the bake began, so it never shows the
 previous bake's log (or another run's, when the lock refuses this one).
+
+The follower shares the host's SSH connection with the bake, so when the bake ends
+it is stopped between polls, never killed inside one (``_Follower.stop``).
 """
 
 from __future__ import annotations
