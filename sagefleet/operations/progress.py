@@ -25,6 +25,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+import gevent
 from gevent.event import Event
 from pyinfra import logger
 from pyinfra.api import FunctionCommand, StringCommand
@@ -96,6 +97,7 @@ class _Follower:
         self.offset = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stopping = Event()
+        self._greenlet: Any = None
 
     def poll(self) -> None:
         ok, output = self.host.run_shell_command(
@@ -112,24 +114,33 @@ class _Follower:
         if changed:
             self.display.update(self.progress, changed)
 
-    def run(self, poll_s: float) -> None:
-        """Poll every poll_s until stop(); a poll in flight always runs to its end."""
+    def poll_logged(self) -> None:
+        try:
+            self.poll()
+        except Exception as exc:  # a lost poll must never fail the bake
+            logger.debug(f"{self.host.print_prefix}progress poll failed: {exc!r}")
+
+    def start(self, poll_s: float) -> None:
+        """Poll every poll_s in a greenlet of its own until stop()."""
+        self._greenlet = gevent.spawn(self._run, poll_s)
+
+    def _run(self, poll_s: float) -> None:
         while not self._stopping.is_set():
-            try:
-                self.poll()
-            except Exception as exc:  # a lost poll must never fail the bake
-                logger.debug(f"{self.host.print_prefix}progress poll failed: {exc!r}")
+            self.poll_logged()
             self._stopping.wait(poll_s)
 
-    def stop(self, greenlet: Any, wait_s: float = STOP_WAIT_S) -> None:
-        """End run() in greenlet between polls, never inside one: a greenlet killed
-        while its poll holds the SSH connection (a channel half open, paramiko's
-        lock taken) leaves that connection hung for every later command."""
+    def stop(self, wait_s: float = STOP_WAIT_S) -> None:
+        """Stop between polls, never inside one (a greenlet killed while its poll
+        holds the SSH connection, a channel half open and paramiko's lock taken,
+        leaves that connection hung for every later command), then read the last
+        lines."""
         self._stopping.set()
-        greenlet.join(wait_s)
-        if not greenlet.dead:  # a poll hung that long: the connection is gone anyway
+        self._greenlet.join(wait_s)
+        if not self._greenlet.dead:  # a poll hung that long: the connection is gone anyway
             logger.warning(f"{self.host.print_prefix}progress poll hung; stopping it")
-            greenlet.kill(block=False)
+            self._greenlet.kill(block=False)
+            return
+        self.poll_logged()
 
 
 def _connector_arguments(host: Any) -> dict:
@@ -140,15 +151,13 @@ def _connector_arguments(host: Any) -> dict:
 def bake_with_progress(state: Any, host: Any, command: str, log_path: str, poll_s: float) -> bool:
     """Run the bake command on host while following its log; False when it fails
     (then its output is printed, as pyinfra prints a failed command's)."""
-    import gevent
-
     conn = _connector_arguments(host)
     _, out = host.run_shell_command(
         StringCommand(first_line_command(log_path)), print_output=False, **conn
     )
     before = out.stdout_lines[0] if out.stdout_lines else ""
     follower = _Follower(host, log_path, before, Display(host.print_prefix))
-    greenlet = gevent.spawn(follower.run, poll_s)
+    follower.start(poll_s)
     try:
         ok, output = host.run_shell_command(
             StringCommand(command),
@@ -157,11 +166,7 @@ def bake_with_progress(state: Any, host: Any, command: str, log_path: str, poll_
             **conn,
         )
     finally:
-        follower.stop(greenlet)
-    try:
-        follower.poll()  # the last lines
-    except Exception as exc:
-        logger.debug(f"{host.print_prefix}progress poll failed: {exc!r}")
+        follower.stop()
     follower.display.finish(follower.progress, ok)
     if not ok and not state.print_output:
         print_host_combined_output(host, output)

@@ -119,11 +119,30 @@ class SlowPollHost(LocalHost):
 def test_the_end_of_a_bake_never_cuts_a_poll_off():
     """A bake that ends (a refusal: at once) while the follower's poll holds the
     connection waits for that poll; the follower stops between polls."""
+    import gevent
+
     from sagefleet.operations.progress import bake_with_progress
 
     state = SimpleNamespace(print_output=True, print_input=False)
     for bake_s in (0.0, 0.01, 0.05, 0.12):
         host = SlowPollHost(bake_s=bake_s, poll_s=0.03)
         assert bake_with_progress(state, host, "the bake", "/nowhere/bake.log", 0.02) is False
+        gevent.sleep(0.1)  # a kill that was only scheduled lands now
         assert host.cut == 0, f"bake of {bake_s}s cut a poll off"
         assert host.polls >= 1
+
+
+def test_the_end_of_a_bake_reads_its_last_lines(tmp_path, caplog):
+    """Lines the bake wrote after the follower's last poll are read once it ends."""
+    from sagefleet.operations.progress import bake_with_progress
+
+    log = tmp_path / "bake.log"
+    log.write_text("sagefleet-bake 0-0\n")
+    recorded = tmp_path / "recorded.log"
+    recorded.write_text("sagefleet-bake 1-1\n" + (DATA / "fixture-first.plain.log").read_text())
+    bake = f"cp {recorded} {log}"  # the whole bake between two polls (they are 60 s apart)
+    state = SimpleNamespace(print_output=True, print_input=False)
+    with caplog.at_level(logging.INFO, logger="pyinfra"):
+        assert bake_with_progress(state, LocalHost(), bake, str(log), 60.0) is True
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("bake: complete-cuda step 2/3 RUN umask 022" in x for x in lines), lines
