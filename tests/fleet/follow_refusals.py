@@ -20,6 +20,7 @@ import gevent  # noqa: E402
 from pyinfra.api import Config, Inventory, State, StringCommand  # noqa: E402
 from pyinfra.api.connect import connect_all  # noqa: E402
 
+from sagefleet.commands import LOCKED_EXIT  # noqa: E402
 from sagefleet.operations.progress import bake_with_progress  # noqa: E402
 
 POLL_S = 0.0  # the follower is always inside a poll when the bake ends
@@ -31,7 +32,7 @@ def rounds_on(host, rounds: int) -> None:
     for i in range(rounds):
         print(f"{host.name} round {i}", flush=True)
         # a refusal's timing varies; 0-90 ms lands in different phases of a poll
-        refused = f"sleep 0.0{i % 10}; exit 75"
+        refused = f"sleep 0.0{i % 10}; exit {LOCKED_EXIT}"
         with gevent.Timeout(HUNG_S, RuntimeError(f"{host.name} round {i}: the bake's end hung")):
             assert bake_with_progress(printing, host, refused, "/tmp/no-bake.log", POLL_S) is False
         with gevent.Timeout(HUNG_S, RuntimeError(f"{host.name} round {i}: the next command hung")):
